@@ -1,0 +1,230 @@
+//! The Kubernetes REST API over the store.
+//!
+//! The API server is the only component that touches the store; the scheduler, controllers and
+//! agents are clients of this API, even when `skiff up` runs them in the same process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use skiff_store::Store;
+
+pub mod discovery;
+pub mod errors;
+pub mod metrics;
+pub mod namespaces;
+pub mod object;
+pub mod protobuf;
+pub mod query;
+pub mod resources;
+pub mod rest;
+pub mod strategy;
+pub mod table;
+pub mod tls;
+pub mod watch;
+
+use errors::ApiError;
+use query::Params;
+use rest::{Api, Target, json_response, json_typed};
+
+/// The largest request body accepted (Kubernetes' limit is 3 MiB for objects).
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+pub struct ServerConfig {
+    /// Where the certificates and token live (`<data-dir>/pki`).
+    pub pki_dir: PathBuf,
+    pub bind: SocketAddr,
+    /// Extra names for the serving certificate.
+    pub extra_sans: Vec<String>,
+}
+
+struct AppState {
+    api: Arc<Api>,
+    token: String,
+}
+
+/// A started server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub pki: tls::Pki,
+    pub api: Arc<Api>,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish briefly, and waits.
+    pub async fn shutdown(self) {
+        self.handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        let _ = self.task.await;
+    }
+}
+
+/// Starts the HTTPS API server on `cfg.bind` over `store`, ready when this returns.
+pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<RunningServer> {
+    let pki = tls::load_or_create(&cfg.pki_dir, &cfg.extra_sans)?;
+    let listener = std::net::TcpListener::bind(cfg.bind)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let api = Arc::new(Api { store, server_address: addr.to_string(), metrics: metrics::Metrics::new() });
+    namespaces::ensure_system_namespaces(&api)
+        .await
+        .map_err(|e| std::io::Error::other(e.message))?;
+    tokio::spawn(namespaces::run_finalizer(api.clone()));
+    let state = Arc::new(AppState { api: api.clone(), token: pki.admin_token.clone() });
+    let app = Router::new().fallback(dispatch).with_state(state);
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
+        pki.cert_pem.clone().into_bytes(),
+        pki.key_pem.clone().into_bytes(),
+    )
+    .await?;
+    let handle = axum_server::Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+    let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    Ok(RunningServer { addr, pki, api, handle, task })
+}
+
+fn authorized(req: &Request, token: &str) -> bool {
+    let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(given) = h.strip_prefix("Bearer ") else { return false };
+    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    if !authorized(&req, &state.token) {
+        return ApiError::unauthorized().into_response();
+    }
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().map(String::from);
+    let headers = req.headers().clone();
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            let mut e = ApiError::bad_request("the request body is too large or could not be read");
+            e.code = 413;
+            e.reason = "RequestEntityTooLarge";
+            return e.into_response();
+        }
+    };
+    let params = Params::parse(query.as_deref());
+    let (resp, resource) = route(&state.api, &method, &path, &params, &headers, &body).await;
+    let resp = resp.unwrap_or_else(IntoResponse::into_response);
+    let verb = verb(&method, &params);
+    state
+        .api
+        .metrics
+        .requests
+        .get_or_create(&metrics::RequestLabels {
+            verb: verb.to_string(),
+            resource,
+            code: resp.status().as_u16().to_string(),
+        })
+        .inc();
+    state
+        .api
+        .metrics
+        .latency
+        .get_or_create(&metrics::VerbLabels { verb: verb.to_string() })
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(%method, %path, code = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+fn verb(method: &Method, params: &Params) -> &'static str {
+    match *method {
+        Method::GET if params.flag("watch") => "WATCH",
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+fn text(body: &'static str) -> Response {
+    (StatusCode::OK, [("content-type", "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// Routes one request; returns the response and the resource it concerned (for metrics).
+async fn route(
+    api: &Arc<Api>,
+    method: &Method,
+    path: &str,
+    params: &Params,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> (Result<Response, ApiError>, String) {
+    let accept = rest::header(headers, "accept");
+    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let discovery = |v: serde_json::Value| Ok(json_response(StatusCode::OK, &v));
+    let r = match segs.as_slice() {
+        ["version"] => discovery(discovery::version()),
+        ["healthz" | "livez" | "readyz", ..] => Ok(text("ok")),
+        ["metrics"] => Ok((
+            StatusCode::OK,
+            [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+            api.metrics.encode(),
+        )
+            .into_response()),
+        ["openapi", "v3"] => discovery(discovery::openapi_index()),
+        ["openapi", "v3", rest @ ..] => match discovery::openapi_group(&rest.join("/")) {
+            Some(g) => discovery(discovery::openapi_doc(g)),
+            None => Err(ApiError::no_route()),
+        },
+        ["api"] => match discovery::aggregated_type(accept) {
+            Some(ct) => Ok(json_typed(StatusCode::OK, &discovery::aggregated_core(ct), ct)),
+            None => discovery(discovery::api_versions(&api.server_address)),
+        },
+        ["apis"] => match discovery::aggregated_type(accept) {
+            Some(ct) => Ok(json_typed(StatusCode::OK, &discovery::aggregated_groups(ct), ct)),
+            None => discovery(discovery::api_group_list()),
+        },
+        ["api", "v1"] => discovery(discovery::resource_list("", "v1").expect("core")),
+        ["apis", g] if resources::groups().contains(g) => discovery(discovery::api_group(g)),
+        ["apis", g, v] => match discovery::resource_list(g, v) {
+            Some(l) => discovery(l),
+            None => Err(ApiError::no_route()),
+        },
+        ["api", "v1", rest @ ..] => return resource(api, "", "v1", rest, method, params, headers, body).await,
+        ["apis", g, v, rest @ ..] => return resource(api, g, v, rest, method, params, headers, body).await,
+        _ => Err(ApiError::no_route()),
+    };
+    (r, String::new())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn resource(
+    api: &Arc<Api>,
+    group: &str,
+    version: &str,
+    segs: &[&str],
+    method: &Method,
+    params: &Params,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> (Result<Response, ApiError>, String) {
+    match Target::resolve(group, version, segs) {
+        None => (Err(ApiError::no_route()), String::new()),
+        Some(t) => {
+            let name = t.info.resource.to_string();
+            (rest::serve_resource(api, t, method, params, headers, body).await, name)
+        }
+    }
+}
+
+/// An empty body, for handlers that need one.
+pub fn empty() -> Body {
+    Body::empty()
+}

@@ -1,0 +1,235 @@
+//! Per-kind rules the REST layer applies around storage: typed decoding (with unknown-field
+//! detection for `fieldValidation`), create-time preparation, defaulting, validation, and what an
+//! update of the main resource or of a subresource may change. The rules themselves live in
+//! `skiff_core`; this file only routes each kind to them.
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Binding, Event, Namespace, Node, Pod};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use skiff_core::validation::FieldError;
+
+use crate::errors::{ApiError, ApiResult};
+use crate::object::{self, rfc3339};
+use crate::resources::ResourceInfo;
+
+/// An object after a typed round trip, and the fields the typed form did not know.
+pub struct Decoded {
+    pub obj: Value,
+    pub unknown_fields: Vec<String>,
+}
+
+/// Decodes `body` as the resource's kind: checks apiVersion/kind, drops fields the kind does not
+/// have (reporting them), and fails with Kubernetes' 400 message on type errors.
+pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
+    let kind = decode_kind(info);
+    if !body.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: the request body must be a JSON object",
+            info.version
+        )));
+    }
+    let api_version = info.api_version();
+    if let Some(v) = body.get("apiVersion").and_then(|v| v.as_str()).filter(|v| !v.is_empty())
+        && v != api_version
+    {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({v}) does not match the expected API version ({api_version})"
+        )));
+    }
+    if let Some(k) = body.get("kind").and_then(|v| v.as_str()).filter(|v| !v.is_empty())
+        && k != kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the object provided is unrecognized (must be of type {kind}): kind {k:?} does not match {kind:?}"
+        )));
+    }
+    body["apiVersion"] = json!(api_version);
+    body["kind"] = json!(kind);
+    let typed = match kind {
+        "Pod" => roundtrip::<Pod>(&body),
+        "Node" => roundtrip::<Node>(&body),
+        "Namespace" => roundtrip::<Namespace>(&body),
+        "Event" => roundtrip::<Event>(&body),
+        "Lease" => roundtrip::<Lease>(&body),
+        "Binding" => roundtrip::<Binding>(&body),
+        _ => Ok(body.clone()),
+    }
+    .map_err(|e| {
+        ApiError::bad_request(format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
+            info.version
+        ))
+    })?;
+    let mut unknown_fields = Vec::new();
+    unknown(&body, &typed, "", &mut unknown_fields);
+    Ok(Decoded { obj: typed, unknown_fields })
+}
+
+fn decode_kind(info: &ResourceInfo) -> &'static str {
+    info.kind
+}
+
+fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
+    let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    serde_json::to_value(&t).map_err(|e| e.to_string())
+}
+
+/// Collects the paths present (and non-null) in `input` but absent from `typed`.
+fn unknown(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, v) in i {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match t.get(k) {
+                    None if !v.is_null() => out.push(p),
+                    Some(tv) => unknown(v, tv, &p, out),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (iv, tv)) in i.iter().zip(t.iter()).enumerate() {
+                unknown(iv, tv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Create-time preparation: system metadata, and the status the server owns at creation.
+pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, now: Timestamp) {
+    let meta = object::meta_mut(obj);
+    meta.insert("uid".into(), json!(object::new_uid()));
+    meta.insert("creationTimestamp".into(), json!(rfc3339(now)));
+    for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generation"] {
+        meta.remove(f);
+    }
+    match info.kind {
+        "Pod" => {
+            let gated = obj
+                .pointer("/spec/schedulingGates")
+                .and_then(|g| g.as_array())
+                .is_some_and(|g| !g.is_empty());
+            let mut status = json!({"phase": "Pending"});
+            if gated {
+                status["conditions"] = json!([{
+                    "type": "PodScheduled", "status": "False", "lastProbeTime": null,
+                    "lastTransitionTime": rfc3339(now), "reason": "SchedulingGated",
+                    "message": "Scheduling is blocked due to non-empty scheduling gates",
+                }]);
+            }
+            obj["status"] = status;
+        }
+        "Namespace" => {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        _ => {}
+    }
+}
+
+/// Defaulting, applied on create (and, for pods, the defaults an admission step adds).
+pub fn default(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    if info.kind == "Pod" {
+        let mut pod: Pod = from_value(obj)?;
+        skiff_core::pod::default_pod(&mut pod);
+        skiff_core::pod::add_default_tolerations(&mut pod);
+        let qos = skiff_core::pod::qos_class(pod.spec.as_ref().unwrap_or(&Default::default()));
+        *obj = to_value(&pod)?;
+        obj["status"]["qosClass"] = json!(qos);
+    }
+    Ok(())
+}
+
+fn from_value<T: DeserializeOwned>(v: &Value) -> ApiResult<T> {
+    serde_json::from_value(v.clone()).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn to_value<T: Serialize>(t: &T) -> ApiResult<Value> {
+    serde_json::to_value(t).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Validation of a new object.
+pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<Vec<FieldError>> {
+    use skiff_core::{pod, validation as v};
+    Ok(match info.kind {
+        "Pod" => pod::validate_pod(&from_value(obj)?),
+        "Node" => v::validate_node(&from_value(obj)?),
+        "Namespace" => v::validate_namespace(&from_value(obj)?),
+        "Event" => v::validate_event(&from_value(obj)?),
+        "Lease" => v::validate_lease(&from_value(obj)?),
+        _ => Vec::new(),
+    })
+}
+
+/// Validation of an update (the new object against the old one).
+pub fn validate_update(info: &ResourceInfo, new: &Value, old: &Value) -> ApiResult<Vec<FieldError>> {
+    use skiff_core::{pod, validation as v};
+    let new_meta = from_value(new.get("metadata").unwrap_or(&Value::Null))?;
+    let old_meta = from_value(old.get("metadata").unwrap_or(&Value::Null))?;
+    let mut errs = v::validate_object_meta_update(&new_meta, &old_meta);
+    errs.extend(match info.kind {
+        "Pod" => {
+            let (n, o): (Pod, Pod) = (from_value(new)?, from_value(old)?);
+            let mut e = pod::validate_pod(&n);
+            e.extend(pod::validate_pod_update(&n, &o));
+            e
+        }
+        _ => validate_create(info, new)?,
+    });
+    Ok(errs)
+}
+
+/// What an update may change: the main resource keeps the old status, the status subresource
+/// keeps the old spec and metadata, `finalize` changes only `spec.finalizers`. System metadata is
+/// carried over from the old object either way.
+pub fn prepare_update(info: &ResourceInfo, sub: Option<&str>, new: &mut Value, old: &Value) {
+    let has_status = matches!(info.kind, "Pod" | "Node" | "Namespace");
+    match sub {
+        Some("status") => {
+            let status = new.get("status").cloned();
+            let rv = object::resource_version(new).map(String::from);
+            *new = old.clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            }
+            if let Some(rv) = rv {
+                object::meta_mut(new).insert("resourceVersion".into(), json!(rv));
+            }
+        }
+        Some("finalize") => {
+            let finalizers = new.pointer("/spec/finalizers").cloned();
+            *new = old.clone();
+            new["spec"]["finalizers"] = finalizers.unwrap_or(json!([]));
+        }
+        _ => {
+            if has_status {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        new.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+            }
+        }
+    }
+    let old_meta = object::meta(old).cloned().unwrap_or_default();
+    let meta = object::meta_mut(new);
+    for f in ["creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+        match old_meta.get(f) {
+            Some(v) => meta.insert(f.into(), v.clone()),
+            None => meta.remove(f),
+        };
+    }
+    if meta.get("uid").is_none_or(|u| u.as_str() == Some("")) {
+        if let Some(u) = old_meta.get("uid") {
+            meta.insert("uid".into(), u.clone());
+        }
+    }
+}

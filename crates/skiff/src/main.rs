@@ -1,0 +1,70 @@
+//! skiff: a Kubernetes-compatible pod orchestrator in one binary. This file is only the command
+//! line; each subcommand wires parts that live in their own crates or modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod kubeconfig;
+mod up;
+
+#[derive(Parser)]
+#[command(name = "skiff", version, about = "A Kubernetes-compatible pod orchestrator in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a one-machine cluster: API server with the embedded store (and, as they land,
+    /// scheduler, controllers and a local agent), and write a kubeconfig for kubectl.
+    Up(up::UpArgs),
+    /// Start only the API server (same as `up --disable scheduler,controllers,agent`).
+    Server(up::UpArgs),
+    /// Run a benchmark against an in-process server.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+fn main() -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Up(args) => up::run(args, false).await,
+            Command::Server(args) => up::run(args, true).await,
+            Command::Bench { which } => bench::run(which).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The default data directory: `$XDG_STATE_HOME/skiff`, else `~/.local/state/skiff`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("skiff");
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/state/skiff")
+}

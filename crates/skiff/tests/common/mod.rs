@@ -1,0 +1,172 @@
+//! Test harness: starts the real `skiff` binary on a free port with its own data dir, and runs
+//! the real `kubectl` against it with its own HOME (so discovery caches never leak between tests).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Skiff {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub server: String,
+    extra_args: Vec<String>,
+}
+
+pub struct Out {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Out {
+    /// Panics with both streams when the command failed.
+    pub fn ok(self) -> Out {
+        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Skiff {
+    /// Starts `skiff up` with a fresh data dir.
+    pub fn start() -> Skiff {
+        Skiff::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Skiff {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = Skiff {
+            child: None,
+            kubeconfig: dir.path().join("data/kubeconfig"),
+            dir,
+            server: String::new(),
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        s.launch();
+        s
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts the binary (again) on the same data dir and waits until it says it is ready.
+    pub fn launch(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
+        cmd.arg("up").arg("--data-dir").arg(self.data_dir()).args(["--port", "0"]);
+        cmd.args(&self.extra_args);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("SKIFF_LOG", "warn");
+        let mut child = cmd.spawn().expect("start skiff");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut server = String::new();
+        for line in lines.by_ref() {
+            let line = line.expect("read skiff stdout");
+            if let Some(rest) = line.split("API server ").nth(1) {
+                server = rest.split(',').next().unwrap_or("").to_string();
+            }
+            if line.starts_with("export KUBECONFIG=") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "skiff did not become ready");
+        }
+        assert!(!server.is_empty(), "skiff exited before it was ready");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.server = server;
+        self.child = Some(child);
+    }
+
+    /// Sends SIGKILL and waits for the process to go.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits: the clean shutdown path.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        unsafe_kill(c.id() as i32, 15);
+        c.wait().ok()
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig.
+    pub fn kubectl(&self, args: &[&str]) -> Out {
+        self.kubectl_stdin(args, None)
+    }
+
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        kubectl_with(&self.kubeconfig, self.dir.path(), args, stdin)
+    }
+
+    /// A `kube` client for this cluster.
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+        kube::Client::try_from(cfg).expect("client")
+    }
+
+    /// Writes a file under the test's temp dir and returns its path.
+    pub fn file(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, contents).expect("write file");
+        p
+    }
+}
+
+impl Drop for Skiff {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+pub fn kubectl_with(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> Out {
+    use std::io::Write;
+    let mut cmd = Command::new("kubectl");
+    cmd.args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("HOME", home)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    let mut child = cmd.spawn().expect("kubectl must be on PATH");
+    if let Some(input) = stdin {
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("kubectl output");
+    Out {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// Polls `f` until it returns Some, for at most `secs` seconds.
+pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {secs}s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Splits kubectl table output into rows of whitespace-separated cells (header included).
+pub fn table(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split_whitespace().map(String::from).collect())
+        .collect()
+}
