@@ -13,7 +13,7 @@ const MAGIC: &[u8] = b"k8s\0";
 
 /// One protobuf field: its number and its length-delimited payload or varint.
 enum Field<'a> {
-    Varint(u64),
+    Varint,
     Bytes(&'a [u8]),
 }
 
@@ -37,7 +37,10 @@ fn fields(buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
         let tag = varint(buf, &mut pos)?;
         let (num, wire) = (tag >> 3, tag & 7);
         match wire {
-            0 => out.push((num, Field::Varint(varint(buf, &mut pos)?))),
+            0 => {
+                varint(buf, &mut pos)?;
+                out.push((num, Field::Varint));
+            }
             1 => pos += 8,
             2 => {
                 let len = varint(buf, &mut pos)? as usize;
@@ -55,7 +58,7 @@ fn fields(buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
 fn string(f: &Field<'_>) -> Option<String> {
     match f {
         Field::Bytes(b) => String::from_utf8(b.to_vec()).ok(),
-        Field::Varint(_) => None,
+        Field::Varint => None,
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
@@ -17,7 +16,7 @@ use crate::object::{self, rfc3339};
 use crate::query::Params;
 use crate::resources::{self, ResourceInfo};
 use crate::strategy;
-use crate::table::{self, IncludeObject};
+use crate::table;
 
 /// Shared state of the API server.
 pub struct Api {

@@ -72,8 +72,18 @@ fn decode_kind(info: &ResourceInfo) -> &'static str {
     info.kind
 }
 
+/// Decodes into the typed form and back. A type error names the field it is in, as Go's
+/// decoder does (`json: cannot unmarshal ... field spec.containers[0].image`).
 fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
-    let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    let t: T = serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path.is_empty() || path == "." {
+            format!("json: {inner}")
+        } else {
+            format!("json: cannot unmarshal field {path}: {inner}")
+        }
+    })?;
     serde_json::to_value(&t).map_err(|e| e.to_string())
 }
 

@@ -1,2 +1,35 @@
 //! Field errors as Kubernetes reports them (`field.Error`), and the validation shared by all kinds
 //! (object names, labels, annotations).
+//!
+//! kubectl prints the API server's validation messages verbatim (`The Pod "bad" is invalid: ...`)
+//! and tools match on them, so this module reproduces Kubernetes' field paths, error types and
+//! wording. The API server turns a non-empty `Vec<FieldError>` into a 422 `Invalid` Status:
+//! `message` from [`invalid_message`], one cause per error from [`FieldError::reason`],
+//! [`FieldError::message`] and `field`.
+//!
+//! Submodules: `errors` (the error type and its rendering), `names` (string formats), `meta`
+//! (`metadata`), `kinds` (Namespace, Node, Event, Lease), `resources` (quantities), and the pod
+//! rules used by [`crate::pod`].
+
+mod errors;
+mod kinds;
+mod meta;
+mod names;
+pub(crate) mod pod;
+pub(crate) mod pod_update;
+mod resources;
+
+pub use errors::{ErrorType, FieldError, FieldPath, go_literal, go_quote, invalid_message};
+pub use kinds::{validate_event, validate_lease, validate_namespace, validate_node};
+pub use meta::{
+    TOTAL_ANNOTATION_SIZE_LIMIT, validate_annotations, validate_label_name, validate_labels,
+    validate_object_meta, validate_object_meta_update,
+};
+pub use names::{
+    DNS1123_LABEL_MAX_LENGTH, DNS1123_SUBDOMAIN_MAX_LENGTH, LABEL_VALUE_MAX_LENGTH,
+    inclusive_range_error, is_config_map_key, is_dns1035_label, is_dns1123_label,
+    is_dns1123_subdomain, is_dns1123_subdomain_with_underscore, is_env_var_name,
+    is_http_header_name, is_path_segment_name, is_qualified_name, is_relaxed_env_var_name,
+    is_valid_ip, is_valid_label_value, is_valid_port_name, is_valid_port_num, mask_trailing_dash,
+    max_len_error, regex_error,
+};

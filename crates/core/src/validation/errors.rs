@@ -82,7 +82,12 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn build(error_type: ErrorType, field: impl Into<String>, value: Option<Value>, detail: impl Into<String>) -> Self {
+    fn build(
+        error_type: ErrorType,
+        field: impl Into<String>,
+        value: Option<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError {
             error_type,
             field: field.into(),
@@ -93,16 +98,29 @@ impl FieldError {
 
     /// A required value is missing (`Required value`).
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::build(ErrorType::Required, field, Some(Value::String(String::new())), detail)
+        Self::build(
+            ErrorType::Required,
+            field,
+            Some(Value::String(String::new())),
+            detail,
+        )
     }
 
     /// A value is malformed (`Invalid value: "x": detail`).
-    pub fn invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
         Self::build(ErrorType::Invalid, field, Some(value.into()), detail)
     }
 
     /// A value is not one of an enumeration (`Unsupported value: "x": supported values: "a", "b"`).
-    pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, supported: &[&str]) -> Self {
+    pub fn not_supported(
+        field: impl Into<String>,
+        value: impl Into<Value>,
+        supported: &[&str],
+    ) -> Self {
         let detail = if supported.is_empty() {
             String::new()
         } else {
@@ -119,13 +137,23 @@ impl FieldError {
 
     /// A valid value is not allowed here (`Forbidden: detail`).
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self::build(ErrorType::Forbidden, field, Some(Value::String(String::new())), detail)
+        Self::build(
+            ErrorType::Forbidden,
+            field,
+            Some(Value::String(String::new())),
+            detail,
+        )
     }
 
     /// A value exceeds a byte length (`Too long: must have at most N bytes`).
     pub fn too_long(field: impl Into<String>, max_bytes: usize) -> Self {
         let detail = format!("must have at most {max_bytes} bytes");
-        Self::build(ErrorType::TooLong, field, Some(Value::String(String::new())), detail)
+        Self::build(
+            ErrorType::TooLong,
+            field,
+            Some(Value::String(String::new())),
+            detail,
+        )
     }
 
     /// A list has too many items (`Too many: 5: must have at most 3 items`).
@@ -208,10 +236,9 @@ fn render_value(value: &Value) -> String {
                 .collect();
             format!("[]string{{{}}}", quoted.join(", "))
         }
-        Value::Object(map) if map.len() == 1 && map.contains_key(GO_LITERAL_KEY) => map[GO_LITERAL_KEY]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        Value::Object(map) if map.len() == 1 && map.contains_key(GO_LITERAL_KEY) => {
+            map[GO_LITERAL_KEY].as_str().unwrap_or_default().to_string()
+        }
         other => other.to_string(),
     }
 }
@@ -253,7 +280,9 @@ pub fn go_quote(s: &str) -> String {
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
             '\u{0b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c if c.is_control() => {
                 if (c as u32) <= 0xffff {
                     out.push_str(&format!("\\u{:04x}", c as u32));
@@ -333,28 +362,46 @@ mod tests {
         assert_eq!(e.to_string(), "spec.containers[0].image: Required value");
         assert_eq!(e.reason(), "FieldValueRequired");
         let e = FieldError::required("metadata.name", "name or generateName is required");
-        assert_eq!(e.message(), "Required value: name or generateName is required");
+        assert_eq!(
+            e.message(),
+            "Required value: name or generateName is required"
+        );
     }
 
     #[test]
     fn invalid_quotes_strings_and_prints_numbers_plainly() {
         let e = FieldError::invalid("spec.containers[0].name", "Bad_Name", "bad");
         assert_eq!(e.message(), "Invalid value: \"Bad_Name\": bad");
-        let e = FieldError::invalid("spec.containers[0].ports[0].containerPort", 70000, "must be between 1 and 65535, inclusive");
+        let e = FieldError::invalid(
+            "spec.containers[0].ports[0].containerPort",
+            70000,
+            "must be between 1 and 65535, inclusive",
+        );
         assert_eq!(
             e.message(),
             "Invalid value: 70000: must be between 1 and 65535, inclusive"
         );
         let e = FieldError::invalid("x", true, "");
         assert_eq!(e.message(), "Invalid value: true");
-        let e = FieldError::invalid("x", Value::Null, "must not update from a positive integer to nil value");
-        assert_eq!(e.message(), "Invalid value: null: must not update from a positive integer to nil value");
+        let e = FieldError::invalid(
+            "x",
+            Value::Null,
+            "must not update from a positive integer to nil value",
+        );
+        assert_eq!(
+            e.message(),
+            "Invalid value: null: must not update from a positive integer to nil value"
+        );
         assert_eq!(e.reason(), "FieldValueInvalid");
     }
 
     #[test]
     fn not_supported_lists_quoted_values() {
-        let e = FieldError::not_supported("spec.restartPolicy", "Sometimes", &["Always", "OnFailure", "Never"]);
+        let e = FieldError::not_supported(
+            "spec.restartPolicy",
+            "Sometimes",
+            &["Always", "OnFailure", "Never"],
+        );
         assert_eq!(
             e.message(),
             "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
@@ -364,9 +411,18 @@ mod tests {
 
     #[test]
     fn other_types_render_like_kubernetes() {
-        assert_eq!(FieldError::duplicate("a", "web").message(), "Duplicate value: \"web\"");
-        assert_eq!(FieldError::forbidden("spec", "nope").message(), "Forbidden: nope");
-        assert_eq!(FieldError::not_found("a", "vol").message(), "Not found: \"vol\"");
+        assert_eq!(
+            FieldError::duplicate("a", "web").message(),
+            "Duplicate value: \"web\""
+        );
+        assert_eq!(
+            FieldError::forbidden("spec", "nope").message(),
+            "Forbidden: nope"
+        );
+        assert_eq!(
+            FieldError::not_found("a", "vol").message(),
+            "Not found: \"vol\""
+        );
         assert_eq!(
             FieldError::too_long("metadata.annotations", 262144).message(),
             "Too long: must have at most 262144 bytes"
@@ -375,12 +431,27 @@ mod tests {
             FieldError::too_many("a", Some(5), Some(3)).message(),
             "Too many: 5: must have at most 3 items"
         );
-        assert_eq!(FieldError::too_many("a", None, None).message(), "Too many: has too many items");
-        assert_eq!(FieldError::not_found("a", "x").reason(), "FieldValueNotFound");
+        assert_eq!(
+            FieldError::too_many("a", None, None).message(),
+            "Too many: has too many items"
+        );
+        assert_eq!(
+            FieldError::not_found("a", "x").reason(),
+            "FieldValueNotFound"
+        );
         assert_eq!(FieldError::too_long("a", 1).reason(), "FieldValueTooLong");
-        assert_eq!(FieldError::too_many("a", None, None).reason(), "FieldValueTooMany");
-        assert_eq!(FieldError::duplicate("a", 1).reason(), "FieldValueDuplicate");
-        assert_eq!(FieldError::forbidden("a", "").reason(), "FieldValueForbidden");
+        assert_eq!(
+            FieldError::too_many("a", None, None).reason(),
+            "FieldValueTooMany"
+        );
+        assert_eq!(
+            FieldError::duplicate("a", 1).reason(),
+            "FieldValueDuplicate"
+        );
+        assert_eq!(
+            FieldError::forbidden("a", "").reason(),
+            "FieldValueForbidden"
+        );
     }
 
     #[test]
@@ -388,7 +459,10 @@ mod tests {
         let e = FieldError::invalid("a", go_literal("500m"), "must be an integer");
         assert_eq!(e.message(), "Invalid value: 500m: must be an integer");
         let e = FieldError::invalid("a", json!(["1.1.1.1", "2.2.2.2"]), "x");
-        assert_eq!(e.message(), "Invalid value: []string{\"1.1.1.1\", \"2.2.2.2\"}: x");
+        assert_eq!(
+            e.message(),
+            "Invalid value: []string{\"1.1.1.1\", \"2.2.2.2\"}: x"
+        );
         let e = FieldError::invalid("a", 1.5, "x");
         assert_eq!(e.message(), "Invalid value: 1.5: x");
         let e = FieldError::invalid("a", 1e22, "x");
@@ -425,7 +499,12 @@ mod tests {
 
     #[test]
     fn field_paths() {
-        let p = FieldPath::new("spec").child("containers").index(0).child("resources").child("limits").key("cpu");
+        let p = FieldPath::new("spec")
+            .child("containers")
+            .index(0)
+            .child("resources")
+            .child("limits")
+            .key("cpu");
         assert_eq!(p.as_str(), "spec.containers[0].resources.limits[cpu]");
         assert_eq!(FieldPath::new("").child("x").as_str(), "x");
     }

@@ -4,7 +4,10 @@ use super::errors::{FieldError, FieldPath, go_literal};
 use super::meta::{
     finalizer_name_errors, validate_label_name, validate_object_meta, validate_object_meta_generic,
 };
-use super::names::{is_dns1123_label, is_dns1123_subdomain, is_path_segment_name, is_qualified_name, is_valid_label_value};
+use super::names::{
+    is_dns1123_label, is_dns1123_subdomain, is_path_segment_name, is_qualified_name,
+    is_valid_label_value,
+};
 use super::resources::quantity_value_errors;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Taint};
@@ -19,7 +22,11 @@ pub(crate) const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "
 pub fn validate_namespace(ns: &Namespace) -> Vec<FieldError> {
     let mut errs = validate_object_meta(&ns.metadata, false, is_dns1123_label);
     let path = FieldPath::new("spec").child("finalizers");
-    let finalizers = ns.spec.as_ref().and_then(|s| s.finalizers.as_deref()).unwrap_or_default();
+    let finalizers = ns
+        .spec
+        .as_ref()
+        .and_then(|s| s.finalizers.as_deref())
+        .unwrap_or_default();
     for finalizer in finalizers {
         errs.extend(finalizer_name_errors(finalizer, &path));
     }
@@ -32,9 +39,14 @@ pub fn validate_node(node: &Node) -> Vec<FieldError> {
     let mut errs = validate_object_meta(&node.metadata, false, is_dns1123_subdomain);
     let spec = node.spec.as_ref();
     let taints = spec.and_then(|s| s.taints.as_deref()).unwrap_or_default();
-    errs.extend(validate_node_taints(taints, &FieldPath::new("metadata").child("taints")));
+    errs.extend(validate_node_taints(
+        taints,
+        &FieldPath::new("metadata").child("taints"),
+    ));
     errs.extend(validate_node_resources(node));
-    let cidrs = spec.and_then(|s| s.pod_cidrs.as_deref()).unwrap_or_default();
+    let cidrs = spec
+        .and_then(|s| s.pod_cidrs.as_deref())
+        .unwrap_or_default();
     errs.extend(validate_pod_cidrs(cidrs));
     errs
 }
@@ -50,12 +62,20 @@ pub(crate) fn validate_node_taints(taints: &[Taint], path: &FieldPath) -> Vec<Fi
         let value = taint.value.as_deref().unwrap_or_default();
         let msgs = is_valid_label_value(value);
         if !msgs.is_empty() {
-            errs.push(FieldError::invalid(idx.child("value"), value, msgs.join(";")));
+            errs.push(FieldError::invalid(
+                idx.child("value"),
+                value,
+                msgs.join(";"),
+            ));
         }
         if taint.effect.is_empty() {
             errs.push(FieldError::required(idx.child("effect"), ""));
         } else if !TAINT_EFFECTS.contains(&taint.effect.as_str()) {
-            errs.push(FieldError::not_supported(idx.child("effect"), taint.effect.as_str(), &TAINT_EFFECTS));
+            errs.push(FieldError::not_supported(
+                idx.child("effect"),
+                taint.effect.as_str(),
+                &TAINT_EFFECTS,
+            ));
         }
         if !seen.insert((taint.key.as_str(), taint.effect.as_str())) {
             errs.push(
@@ -102,13 +122,21 @@ fn validate_pod_cidrs(cidrs: &[String]) -> Vec<FieldError> {
     let all = serde_json::to_value(cidrs).unwrap_or(Value::Null);
     for (i, cidr) in cidrs.iter().enumerate() {
         if !is_valid_cidr(cidr) {
-            errs.push(FieldError::invalid(path.index(i), all.clone(), "must be valid CIDR"));
+            errs.push(FieldError::invalid(
+                path.index(i),
+                all.clone(),
+                "must be valid CIDR",
+            ));
         }
     }
     if cidrs.len() > 1 {
         let v4 = cidrs.iter().filter(|c| !c.contains(':')).count();
         if cidrs.len() > 2 || v4 != 1 {
-            errs.push(FieldError::invalid(&path, all.clone(), "may specify no more than one CIDR for each IP family"));
+            errs.push(FieldError::invalid(
+                &path,
+                all.clone(),
+                "may specify no more than one CIDR for each IP family",
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, cidr) in cidrs.iter().enumerate() {
@@ -138,10 +166,14 @@ fn is_valid_cidr(cidr: &str) -> bool {
 /// valid path segment) plus the legacy event rules of the v1 API: without `eventTime` the event
 /// namespace must match `involvedObject.namespace` (or be `default`/empty for cluster-scoped
 /// objects); with `eventTime` the reporting fields, action and reason are required and bounded.
+///
+/// As in the API server, the generic metadata checks only run when the event rules passed.
 pub fn validate_event(ev: &Event) -> Vec<FieldError> {
-    let mut errs = legacy_event_errors(ev);
-    errs.extend(validate_object_meta_generic(&ev.metadata, true, is_path_segment_name));
-    errs
+    let errs = legacy_event_errors(ev);
+    if !errs.is_empty() {
+        return errs;
+    }
+    validate_object_meta_generic(&ev.metadata, true, is_path_segment_name)
 }
 
 fn legacy_event_errors(ev: &Event) -> Vec<FieldError> {
@@ -156,11 +188,19 @@ fn legacy_event_errors(ev: &Event) -> Vec<FieldError> {
             ns != involved_ns
         };
         if mismatch {
-            errs.push(FieldError::invalid(involved_path, involved_ns, "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                involved_path,
+                involved_ns,
+                "does not match event.namespace",
+            ));
         }
     } else {
         if involved_ns.is_empty() && ns != "default" && ns != "kube-system" {
-            errs.push(FieldError::invalid(involved_path, involved_ns, "does not match event.namespace"));
+            errs.push(FieldError::invalid(
+                involved_path,
+                involved_ns,
+                "does not match event.namespace",
+            ));
         }
         errs.extend(reporting_errors(ev));
     }
@@ -181,7 +221,12 @@ fn reporting_errors(ev: &Event) -> Vec<FieldError> {
         errs.push(FieldError::invalid("reportingController", controller, msg));
     }
     let limited = [
-        ("reportingInstance", ev.reporting_instance.as_deref(), 128, true),
+        (
+            "reportingInstance",
+            ev.reporting_instance.as_deref(),
+            128,
+            true,
+        ),
         ("action", ev.action.as_deref(), 128, true),
         ("reason", ev.reason.as_deref(), 128, true),
         ("message", ev.message.as_deref(), 1024, false),
@@ -192,7 +237,11 @@ fn reporting_errors(ev: &Event) -> Vec<FieldError> {
             errs.push(FieldError::required(field, ""));
         }
         if value.len() > limit {
-            errs.push(FieldError::invalid(field, "", format!("can have at most {limit} characters")));
+            errs.push(FieldError::invalid(
+                field,
+                "",
+                format!("can have at most {limit} characters"),
+            ));
         }
     }
     errs
@@ -208,10 +257,18 @@ pub fn validate_lease(lease: &Lease) -> Vec<FieldError> {
     };
     let path = FieldPath::new("spec");
     if let Some(d) = spec.lease_duration_seconds.filter(|d| *d <= 0) {
-        errs.push(FieldError::invalid(path.child("leaseDurationSeconds"), d, "must be greater than 0"));
+        errs.push(FieldError::invalid(
+            path.child("leaseDurationSeconds"),
+            d,
+            "must be greater than 0",
+        ));
     }
     if let Some(t) = spec.lease_transitions.filter(|t| *t < 0) {
-        errs.push(FieldError::invalid(path.child("leaseTransitions"), t, "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            path.child("leaseTransitions"),
+            t,
+            "must be greater than or equal to 0",
+        ));
     }
     if let Some(strategy) = spec.strategy.as_deref() {
         errs.extend(lease_strategy_errors(strategy, &path.child("strategy")));
@@ -293,7 +350,11 @@ mod tests {
         let node = Node {
             metadata: named("node-1"),
             spec: Some(NodeSpec {
-                taints: Some(vec![taint("a", "NoSchedule"), taint("a", "NoSchedule"), taint("b", "Sometimes")]),
+                taints: Some(vec![
+                    taint("a", "NoSchedule"),
+                    taint("a", "NoSchedule"),
+                    taint("b", "Sometimes"),
+                ]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -323,6 +384,7 @@ mod tests {
             vec![
                 "metadata.namespace: Forbidden: not allowed on this type",
                 "spec.podCIDRs[1]: Invalid value: []string{\"10.0.0.0/24\", \"nope\"}: must be valid CIDR",
+                "spec.podCIDRs: Invalid value: []string{\"10.0.0.0/24\", \"nope\"}: may specify no more than one CIDR for each IP family",
             ]
         );
     }
@@ -351,7 +413,9 @@ mod tests {
         assert!(validate_event(&event("default", "")).is_empty());
         assert_eq!(
             strings(&validate_event(&event("other", "default"))),
-            vec!["involvedObject.namespace: Invalid value: \"default\": does not match event.namespace"]
+            vec![
+                "involvedObject.namespace: Invalid value: \"default\": does not match event.namespace"
+            ]
         );
     }
 

@@ -3,7 +3,8 @@
 
 use super::errors::{FieldError, FieldPath, go_literal};
 use super::names::{
-    inclusive_range_error, is_dns1123_label, is_qualified_name, is_valid_label_value, mask_trailing_dash,
+    inclusive_range_error, is_dns1123_label, is_qualified_name, is_valid_label_value,
+    mask_trailing_dash,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use serde_json::Value;
@@ -24,9 +25,16 @@ const STANDARD_FINALIZERS: [&str; 3] = ["kubernetes", "orphan", "foregroundDelet
 /// Unlike Kubernetes (which generates the name before validating), an empty `name` with a
 /// `generateName` is accepted here so callers may validate before generating; the prefix itself
 /// is checked with `name_check` after masking a trailing `-`.
-pub fn validate_object_meta(meta: &ObjectMeta, namespaced: bool, name_check: fn(&str) -> Vec<String>) -> Vec<FieldError> {
+pub fn validate_object_meta(
+    meta: &ObjectMeta,
+    namespaced: bool,
+    name_check: fn(&str) -> Vec<String>,
+) -> Vec<FieldError> {
     let mut errs = validate_object_meta_generic(meta, namespaced, name_check);
-    errs.extend(kube_finalizer_errors(meta.finalizers.as_deref().unwrap_or_default(), &FieldPath::new("metadata").child("finalizers")));
+    errs.extend(kube_finalizer_errors(
+        meta.finalizers.as_deref().unwrap_or_default(),
+        &FieldPath::new("metadata").child("finalizers"),
+    ));
     errs
 }
 
@@ -41,13 +49,20 @@ pub(crate) fn validate_object_meta_generic(
     let generate_name = meta.generate_name.as_deref().unwrap_or_default();
     if !generate_name.is_empty() {
         for msg in name_check(&mask_trailing_dash(generate_name)) {
-            errs.push(FieldError::invalid(path.child("generateName"), generate_name, msg));
+            errs.push(FieldError::invalid(
+                path.child("generateName"),
+                generate_name,
+                msg,
+            ));
         }
     }
     let name = meta.name.as_deref().unwrap_or_default();
     if name.is_empty() {
         if generate_name.is_empty() {
-            errs.push(FieldError::required(path.child("name"), "name or generateName is required"));
+            errs.push(FieldError::required(
+                path.child("name"),
+                "name or generateName is required",
+            ));
         }
     } else {
         for msg in name_check(name) {
@@ -77,15 +92,25 @@ fn namespace_errors(meta: &ObjectMeta, namespaced: bool, path: &FieldPath) -> Ve
 fn common_meta_errors(meta: &ObjectMeta, path: &FieldPath) -> Vec<FieldError> {
     let mut errs = Vec::new();
     if let Some(generation) = meta.generation.filter(|g| *g < 0) {
-        errs.push(FieldError::invalid(path.child("generation"), generation, IS_NEGATIVE_ERROR));
+        errs.push(FieldError::invalid(
+            path.child("generation"),
+            generation,
+            IS_NEGATIVE_ERROR,
+        ));
     }
     errs.extend(validate_labels(meta.labels.as_ref(), &path.child("labels")));
-    errs.extend(validate_annotations(meta.annotations.as_ref(), &path.child("annotations")));
+    errs.extend(validate_annotations(
+        meta.annotations.as_ref(),
+        &path.child("annotations"),
+    ));
     errs.extend(validate_owner_references(
         meta.owner_references.as_deref().unwrap_or_default(),
         &path.child("ownerReferences"),
     ));
-    errs.extend(validate_finalizers(meta.finalizers.as_deref().unwrap_or_default(), &path.child("finalizers")));
+    errs.extend(validate_finalizers(
+        meta.finalizers.as_deref().unwrap_or_default(),
+        &path.child("finalizers"),
+    ));
     errs
 }
 
@@ -98,7 +123,10 @@ pub fn validate_label_name(key: &str, path: &FieldPath) -> Vec<FieldError> {
 }
 
 /// A label map: keys are qualified names, values label values; errors point at the map itself.
-pub fn validate_labels(labels: Option<&BTreeMap<String, String>>, path: &FieldPath) -> Vec<FieldError> {
+pub fn validate_labels(
+    labels: Option<&BTreeMap<String, String>>,
+    path: &FieldPath,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     for (key, value) in labels.into_iter().flatten() {
         errs.extend(validate_label_name(key, path));
@@ -110,7 +138,10 @@ pub fn validate_labels(labels: Option<&BTreeMap<String, String>>, path: &FieldPa
 }
 
 /// Annotation keys are qualified names (case-insensitively); the total size is capped.
-pub fn validate_annotations(annotations: Option<&BTreeMap<String, String>>, path: &FieldPath) -> Vec<FieldError> {
+pub fn validate_annotations(
+    annotations: Option<&BTreeMap<String, String>>,
+    path: &FieldPath,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut total = 0usize;
     for (key, value) in annotations.into_iter().flatten() {
@@ -152,16 +183,32 @@ fn validate_owner_reference(owner: &OwnerReference, path: &FieldPath) -> Vec<Fie
         None => ("", owner.api_version.as_str()),
     };
     if version.is_empty() {
-        errs.push(FieldError::invalid(path.child("apiVersion"), owner.api_version.as_str(), "version must not be empty"));
+        errs.push(FieldError::invalid(
+            path.child("apiVersion"),
+            owner.api_version.as_str(),
+            "version must not be empty",
+        ));
     }
     if owner.kind.is_empty() {
-        errs.push(FieldError::invalid(path.child("kind"), "", "must not be empty"));
+        errs.push(FieldError::invalid(
+            path.child("kind"),
+            "",
+            "must not be empty",
+        ));
     }
     if owner.name.is_empty() {
-        errs.push(FieldError::invalid(path.child("name"), "", "must not be empty"));
+        errs.push(FieldError::invalid(
+            path.child("name"),
+            "",
+            "must not be empty",
+        ));
     }
     if owner.uid.is_empty() {
-        errs.push(FieldError::invalid(path.child("uid"), "", "must not be empty"));
+        errs.push(FieldError::invalid(
+            path.child("uid"),
+            "",
+            "must not be empty",
+        ));
     }
     if group.is_empty() && version == "v1" && owner.kind == "Event" {
         errs.push(FieldError::invalid(
@@ -177,7 +224,11 @@ fn validate_owner_reference(owner: &OwnerReference, path: &FieldPath) -> Vec<Fie
 fn validate_finalizers(finalizers: &[String], path: &FieldPath) -> Vec<FieldError> {
     let mut errs: Vec<FieldError> = finalizers
         .iter()
-        .flat_map(|f| is_qualified_name(f).into_iter().map(move |m| FieldError::invalid(path, f.as_str(), m)))
+        .flat_map(|f| {
+            is_qualified_name(f)
+                .into_iter()
+                .map(move |m| FieldError::invalid(path, f.as_str(), m))
+        })
         .collect();
     let has = |name: &str| finalizers.iter().any(|f| f == name);
     if has("orphan") && has("foregroundDeletion") {
@@ -228,11 +279,17 @@ pub(crate) fn finalizer_name_errors(name: &str, path: &FieldPath) -> Vec<FieldEr
 /// is being deleted. Labels, annotations, owners and finalizers of `new` are validated again.
 pub fn validate_object_meta_update(new: &ObjectMeta, old: &ObjectMeta) -> Vec<FieldError> {
     let mut errs = validate_object_meta_update_generic(new, old);
-    errs.extend(kube_finalizer_errors(new.finalizers.as_deref().unwrap_or_default(), &FieldPath::new("metadata").child("finalizers")));
+    errs.extend(kube_finalizer_errors(
+        new.finalizers.as_deref().unwrap_or_default(),
+        &FieldPath::new("metadata").child("finalizers"),
+    ));
     errs
 }
 
-pub(crate) fn validate_object_meta_update_generic(new: &ObjectMeta, old: &ObjectMeta) -> Vec<FieldError> {
+pub(crate) fn validate_object_meta_update_generic(
+    new: &ObjectMeta,
+    old: &ObjectMeta,
+) -> Vec<FieldError> {
     let path = FieldPath::new("metadata");
     let mut errs = Vec::new();
     if old.deletion_timestamp.is_some() {
@@ -240,34 +297,73 @@ pub(crate) fn validate_object_meta_update_generic(new: &ObjectMeta, old: &Object
     }
     let rv = new.resource_version.as_deref().unwrap_or_default();
     if rv.is_empty() {
-        errs.push(FieldError::invalid(path.child("resourceVersion"), rv, "must be specified for an update"));
+        errs.push(FieldError::invalid(
+            path.child("resourceVersion"),
+            rv,
+            "must be specified for an update",
+        ));
     }
     let (new_gen, old_gen) = (new.generation.unwrap_or(0), old.generation.unwrap_or(0));
     if new_gen < old_gen {
-        errs.push(FieldError::invalid(path.child("generation"), new_gen, "must not be decremented"));
+        errs.push(FieldError::invalid(
+            path.child("generation"),
+            new_gen,
+            "must not be decremented",
+        ));
     }
     errs.extend(immutable_str(&new.name, &old.name, &path.child("name")));
-    errs.extend(immutable_str(&new.namespace, &old.namespace, &path.child("namespace")));
+    errs.extend(immutable_str(
+        &new.namespace,
+        &old.namespace,
+        &path.child("namespace"),
+    ));
     errs.extend(immutable_str(&new.uid, &old.uid, &path.child("uid")));
-    errs.extend(immutable_time(&new.creation_timestamp, &old.creation_timestamp, false, &path.child("creationTimestamp")));
-    errs.extend(immutable_time(&new.deletion_timestamp, &old.deletion_timestamp, true, &path.child("deletionTimestamp")));
+    errs.extend(immutable_time(
+        &new.creation_timestamp,
+        &old.creation_timestamp,
+        false,
+        &path.child("creationTimestamp"),
+    ));
+    errs.extend(immutable_time(
+        &new.deletion_timestamp,
+        &old.deletion_timestamp,
+        true,
+        &path.child("deletionTimestamp"),
+    ));
     if new.deletion_grace_period_seconds != old.deletion_grace_period_seconds {
-        let value = new.deletion_grace_period_seconds.map_or(Value::Null, Value::from);
-        errs.push(FieldError::invalid(path.child("deletionGracePeriodSeconds"), value, FIELD_IMMUTABLE));
+        let value = new
+            .deletion_grace_period_seconds
+            .map_or(Value::Null, Value::from);
+        errs.push(FieldError::invalid(
+            path.child("deletionGracePeriodSeconds"),
+            value,
+            FIELD_IMMUTABLE,
+        ));
     }
     errs.extend(validate_labels(new.labels.as_ref(), &path.child("labels")));
-    errs.extend(validate_annotations(new.annotations.as_ref(), &path.child("annotations")));
+    errs.extend(validate_annotations(
+        new.annotations.as_ref(),
+        &path.child("annotations"),
+    ));
     errs.extend(validate_owner_references(
         new.owner_references.as_deref().unwrap_or_default(),
         &path.child("ownerReferences"),
     ));
-    errs.extend(validate_finalizers(new.finalizers.as_deref().unwrap_or_default(), &path.child("finalizers")));
+    errs.extend(validate_finalizers(
+        new.finalizers.as_deref().unwrap_or_default(),
+        &path.child("finalizers"),
+    ));
     errs
 }
 
 fn no_new_finalizers(new: &ObjectMeta, old: &ObjectMeta, path: &FieldPath) -> Vec<FieldError> {
     let old_set: BTreeSet<&String> = old.finalizers.iter().flatten().collect();
-    let extra: BTreeSet<&String> = new.finalizers.iter().flatten().filter(|f| !old_set.contains(f)).collect();
+    let extra: BTreeSet<&String> = new
+        .finalizers
+        .iter()
+        .flatten()
+        .filter(|f| !old_set.contains(f))
+        .collect();
     if extra.is_empty() {
         return Vec::new();
     }
@@ -282,7 +378,10 @@ fn no_new_finalizers(new: &ObjectMeta, old: &ObjectMeta, path: &FieldPath) -> Ve
 }
 
 fn immutable_str(new: &Option<String>, old: &Option<String>, path: &FieldPath) -> Vec<FieldError> {
-    let (n, o) = (new.as_deref().unwrap_or_default(), old.as_deref().unwrap_or_default());
+    let (n, o) = (
+        new.as_deref().unwrap_or_default(),
+        old.as_deref().unwrap_or_default(),
+    );
     if n == o {
         Vec::new()
     } else {
@@ -292,7 +391,12 @@ fn immutable_str(new: &Option<String>, old: &Option<String>, path: &FieldPath) -
 
 /// `pointer` is true for Go `*metav1.Time` fields, whose absence prints as `null`; value fields
 /// (creationTimestamp) print the zero time instead.
-fn immutable_time(new: &Option<Time>, old: &Option<Time>, pointer: bool, path: &FieldPath) -> Vec<FieldError> {
+fn immutable_time(
+    new: &Option<Time>,
+    old: &Option<Time>,
+    pointer: bool,
+    path: &FieldPath,
+) -> Vec<FieldError> {
     if new == old {
         return Vec::new();
     }
@@ -316,7 +420,11 @@ pub(crate) fn id_range_errors(value: i64, path: &FieldPath) -> Vec<FieldError> {
     if (0..=4_294_967_295).contains(&value) {
         Vec::new()
     } else {
-        vec![FieldError::invalid(path, value, inclusive_range_error(0, 4_294_967_295))]
+        vec![FieldError::invalid(
+            path,
+            value,
+            inclusive_range_error(0, 4_294_967_295),
+        )]
     }
 }
 
@@ -340,10 +448,17 @@ mod tests {
     #[test]
     fn name_required_and_format() {
         let errs = validate_object_meta(&meta("", "default"), true, is_dns1123_subdomain);
-        assert_eq!(strings(&errs), vec!["metadata.name: Required value: name or generateName is required"]);
+        assert_eq!(
+            strings(&errs),
+            vec!["metadata.name: Required value: name or generateName is required"]
+        );
         let errs = validate_object_meta(&meta("Bad", "default"), true, is_dns1123_subdomain);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].to_string().starts_with("metadata.name: Invalid value: \"Bad\": a lowercase RFC 1123 subdomain"));
+        assert!(
+            errs[0].to_string().starts_with(
+                "metadata.name: Invalid value: \"Bad\": a lowercase RFC 1123 subdomain"
+            )
+        );
     }
 
     #[test]
@@ -361,34 +476,63 @@ mod tests {
         let errs = validate_object_meta(&meta("a", ""), true, is_dns1123_subdomain);
         assert_eq!(strings(&errs), vec!["metadata.namespace: Required value"]);
         let errs = validate_object_meta(&meta("a", "x"), false, is_dns1123_subdomain);
-        assert_eq!(strings(&errs), vec!["metadata.namespace: Forbidden: not allowed on this type"]);
+        assert_eq!(
+            strings(&errs),
+            vec!["metadata.namespace: Forbidden: not allowed on this type"]
+        );
         let errs = validate_object_meta(&meta("a", "a.b"), true, is_dns1123_subdomain);
-        assert_eq!(strings(&errs), vec!["metadata.namespace: Invalid value: \"a.b\": must not contain dots"]);
+        assert_eq!(
+            strings(&errs),
+            vec!["metadata.namespace: Invalid value: \"a.b\": must not contain dots"]
+        );
     }
 
     #[test]
     fn labels_and_annotations() {
         let mut m = meta("a", "default");
-        m.labels = Some(BTreeMap::from([("app".to_string(), "bad value".to_string())]));
+        m.labels = Some(BTreeMap::from([(
+            "app".to_string(),
+            "bad value".to_string(),
+        )]));
         m.annotations = Some(BTreeMap::from([("-x".to_string(), "v".repeat(10))]));
         let errs = validate_object_meta(&m, true, is_dns1123_subdomain);
         assert_eq!(errs.len(), 2);
-        assert!(errs[0].to_string().starts_with("metadata.labels: Invalid value: \"bad value\": a valid label must be"));
-        assert!(errs[1].to_string().starts_with("metadata.annotations: Invalid value: \"-x\": name part must consist"));
+        assert!(
+            errs[0].to_string().starts_with(
+                "metadata.labels: Invalid value: \"bad value\": a valid label must be"
+            )
+        );
+        assert!(
+            errs[1]
+                .to_string()
+                .starts_with("metadata.annotations: Invalid value: \"-x\": name part must consist")
+        );
         m.labels = None;
-        m.annotations = Some(BTreeMap::from([("big".to_string(), "v".repeat(TOTAL_ANNOTATION_SIZE_LIMIT))]));
+        m.annotations = Some(BTreeMap::from([(
+            "big".to_string(),
+            "v".repeat(TOTAL_ANNOTATION_SIZE_LIMIT),
+        )]));
         let errs = validate_object_meta(&m, true, is_dns1123_subdomain);
-        assert_eq!(strings(&errs), vec!["metadata.annotations: Too long: must have at most 262144 bytes"]);
+        assert_eq!(
+            strings(&errs),
+            vec!["metadata.annotations: Too long: must have at most 262144 bytes"]
+        );
     }
 
     #[test]
     fn finalizers() {
         let mut m = meta("a", "default");
-        m.finalizers = Some(vec!["kubernetes".into(), "example.com/x".into(), "custom".into()]);
+        m.finalizers = Some(vec![
+            "kubernetes".into(),
+            "example.com/x".into(),
+            "custom".into(),
+        ]);
         let errs = validate_object_meta(&m, true, is_dns1123_subdomain);
         assert_eq!(
             strings(&errs),
-            vec!["metadata.finalizers[2]: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"]
+            vec![
+                "metadata.finalizers[2]: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"
+            ]
         );
     }
 
@@ -403,7 +547,10 @@ mod tests {
             ..Default::default()
         }]);
         let errs = validate_object_meta(&m, true, is_dns1123_subdomain);
-        assert_eq!(strings(&errs), vec!["metadata.ownerReferences.name: Invalid value: \"\": must not be empty"]);
+        assert_eq!(
+            strings(&errs),
+            vec!["metadata.ownerReferences.name: Invalid value: \"\": must not be empty"]
+        );
     }
 
     #[test]
@@ -437,7 +584,9 @@ mod tests {
         let errs = validate_object_meta_update(&new, &old);
         assert_eq!(
             strings(&errs),
-            vec!["metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{\"example.com/x\"}"]
+            vec![
+                "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{\"example.com/x\"}"
+            ]
         );
         new.finalizers = None;
         new.deletion_timestamp = None;
@@ -458,7 +607,9 @@ mod tests {
         let errs = validate_object_meta_update(&new, &old);
         assert_eq!(
             strings(&errs),
-            vec!["metadata.creationTimestamp: Invalid value: 2024-05-01 10:00:00 +0000 UTC: field is immutable"]
+            vec![
+                "metadata.creationTimestamp: Invalid value: 2024-05-01 10:00:00 +0000 UTC: field is immutable"
+            ]
         );
     }
 }

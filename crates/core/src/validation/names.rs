@@ -6,7 +6,8 @@
 
 const DNS1123_LABEL_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const DNS1123_LABEL_ERR: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character";
-const DNS1123_SUBDOMAIN_FMT: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
+const DNS1123_SUBDOMAIN_FMT: &str =
+    "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const DNS1123_SUBDOMAIN_ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character";
 const DNS1035_LABEL_FMT: &str = "[a-z]([-a-z0-9]*[a-z0-9])?";
 const DNS1035_LABEL_ERR: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character";
@@ -16,12 +17,13 @@ const LABEL_VALUE_FMT: &str = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?";
 const LABEL_VALUE_ERR: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character";
 const ENV_VAR_NAME_FMT: &str = "[-._a-zA-Z][-._a-zA-Z0-9]*";
 const ENV_VAR_NAME_ERR: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit";
-const RELAXED_ENV_VAR_NAME_ERR: &str =
-    "a valid environment variable name must consist only of printable ASCII characters other than '='";
+const RELAXED_ENV_VAR_NAME_ERR: &str = "a valid environment variable name must consist only of printable ASCII characters other than '='";
 const CONFIG_MAP_KEY_FMT: &str = "[-._a-zA-Z0-9]+";
-const CONFIG_MAP_KEY_ERR: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
+const CONFIG_MAP_KEY_ERR: &str =
+    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'";
 const HTTP_HEADER_NAME_FMT: &str = "[-A-Za-z0-9]+";
-const HTTP_HEADER_NAME_ERR: &str = "a valid HTTP header must consist of alphanumeric characters or '-'";
+const HTTP_HEADER_NAME_ERR: &str =
+    "a valid HTTP header must consist of alphanumeric characters or '-'";
 
 /// Maximum length of a DNS-1123 (and DNS-1035) label.
 pub const DNS1123_LABEL_MAX_LENGTH: usize = 63;
@@ -69,7 +71,9 @@ fn matches_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     match (b.first(), b.last()) {
         (Some(&first), Some(&last)) => {
-            is_lower_alnum(first) && is_lower_alnum(last) && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
+            is_lower_alnum(first)
+                && is_lower_alnum(last)
+                && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
         }
         _ => false,
     }
@@ -86,7 +90,8 @@ fn matches_qualified_name_part(s: &str) -> bool {
         (Some(first), Some(last)) => {
             first.is_ascii_alphanumeric()
                 && last.is_ascii_alphanumeric()
-                && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+                && b.iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
     }
@@ -102,7 +107,11 @@ pub fn is_dns1123_label(value: &str) -> Vec<String> {
         if matches_dns1123_subdomain(value) {
             errs.push("must not contain dots".to_string());
         } else {
-            errs.push(regex_error(DNS1123_LABEL_ERR, DNS1123_LABEL_FMT, &["my-name", "123-abc"]));
+            errs.push(regex_error(
+                DNS1123_LABEL_ERR,
+                DNS1123_LABEL_FMT,
+                &["my-name", "123-abc"],
+            ));
         }
     }
     errs
@@ -115,7 +124,39 @@ pub fn is_dns1123_subdomain(value: &str) -> Vec<String> {
         errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
     }
     if !matches_dns1123_subdomain(value) {
-        errs.push(regex_error(DNS1123_SUBDOMAIN_ERR, DNS1123_SUBDOMAIN_FMT, &["example.com"]));
+        errs.push(regex_error(
+            DNS1123_SUBDOMAIN_ERR,
+            DNS1123_SUBDOMAIN_FMT,
+            &["example.com"],
+        ));
+    }
+    errs
+}
+
+/// A DNS-1123 subdomain whose labels may also contain `_` (and start with one): pod DNS search
+/// domains under the relaxed rule (on by default since 1.33).
+pub fn is_dns1123_subdomain_with_underscore(value: &str) -> Vec<String> {
+    const FMT: &str = "_?[a-z0-9]([-_a-z0-9]*[a-z0-9])?(\\._?[a-z0-9]([-_a-z0-9]*[a-z0-9])?)*";
+    const ERR: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '_', '-' or '.', and must start and end with an alphanumeric character";
+    let label_ok = |label: &str| {
+        let rest = label.strip_prefix('_').unwrap_or(label);
+        let b = rest.as_bytes();
+        match (b.first(), b.last()) {
+            (Some(&f), Some(&l)) => {
+                is_lower_alnum(f)
+                    && is_lower_alnum(l)
+                    && b.iter()
+                        .all(|&c| is_lower_alnum(c) || c == b'-' || c == b'_')
+            }
+            _ => false,
+        }
+    };
+    let mut errs = Vec::new();
+    if value.len() > DNS1123_SUBDOMAIN_MAX_LENGTH {
+        errs.push(max_len_error(DNS1123_SUBDOMAIN_MAX_LENGTH));
+    }
+    if !value.split('.').all(label_ok) {
+        errs.push(regex_error(ERR, FMT, &["example.com"]));
     }
     errs
 }
@@ -129,7 +170,11 @@ pub fn is_dns1035_label(value: &str) -> Vec<String> {
     let b = value.as_bytes();
     let ok = matches_dns1123_label(value) && b.first().is_some_and(u8::is_ascii_lowercase);
     if !ok {
-        errs.push(regex_error(DNS1035_LABEL_ERR, DNS1035_LABEL_FMT, &["my-name", "abc-123"]));
+        errs.push(regex_error(
+            DNS1035_LABEL_ERR,
+            DNS1035_LABEL_FMT,
+            &["my-name", "abc-123"],
+        ));
     }
     errs
 }
@@ -145,7 +190,11 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
             if prefix.is_empty() {
                 errs.push("prefix part must be non-empty".to_string());
             } else {
-                errs.extend(is_dns1123_subdomain(prefix).into_iter().map(|m| format!("prefix part {m}")));
+                errs.extend(
+                    is_dns1123_subdomain(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
             }
             *name
         }
@@ -160,12 +209,19 @@ pub fn is_qualified_name(value: &str) -> Vec<String> {
     if name.is_empty() {
         errs.push("name part must be non-empty".to_string());
     } else if name.len() > LABEL_VALUE_MAX_LENGTH {
-        errs.push(format!("name part {}", max_len_error(LABEL_VALUE_MAX_LENGTH)));
+        errs.push(format!(
+            "name part {}",
+            max_len_error(LABEL_VALUE_MAX_LENGTH)
+        ));
     }
     if !matches_qualified_name_part(name) {
         errs.push(format!(
             "name part {}",
-            regex_error(QUALIFIED_NAME_ERR, QUALIFIED_NAME_FMT, &["MyName", "my.name", "123-abc"])
+            regex_error(
+                QUALIFIED_NAME_ERR,
+                QUALIFIED_NAME_FMT,
+                &["MyName", "my.name", "123-abc"]
+            )
         ));
     }
     errs
@@ -178,7 +234,11 @@ pub fn is_valid_label_value(value: &str) -> Vec<String> {
         errs.push(max_len_error(LABEL_VALUE_MAX_LENGTH));
     }
     if !value.is_empty() && !matches_qualified_name_part(value) {
-        errs.push(regex_error(LABEL_VALUE_ERR, LABEL_VALUE_FMT, &["MyValue", "my_value", "12345"]));
+        errs.push(regex_error(
+            LABEL_VALUE_ERR,
+            LABEL_VALUE_FMT,
+            &["MyValue", "my_value", "12345"],
+        ));
     }
     errs
 }
@@ -190,7 +250,8 @@ pub fn is_env_var_name(value: &str) -> Vec<String> {
     let ok = b
         .first()
         .is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, b'-' | b'.' | b'_'))
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_'));
     if !ok {
         errs.push(regex_error(
             ENV_VAR_NAME_ERR,
@@ -247,11 +308,18 @@ fn chdir_prefix_errors(value: &str) -> Vec<String> {
 
 /// An HTTP header name as Go's HTTP library accepts it.
 pub fn is_http_header_name(value: &str) -> Vec<String> {
-    let ok = !value.is_empty() && value.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-');
+    let ok = !value.is_empty()
+        && value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-');
     if ok {
         Vec::new()
     } else {
-        vec![regex_error(HTTP_HEADER_NAME_ERR, HTTP_HEADER_NAME_FMT, &["X-Header-Name"])]
+        vec![regex_error(
+            HTTP_HEADER_NAME_ERR,
+            HTTP_HEADER_NAME_FMT,
+            &["X-Header-Name"],
+        )]
     }
 }
 
@@ -272,7 +340,9 @@ pub fn is_valid_port_name(port: &str) -> Vec<String> {
         errs.push(max_len_error(15));
     }
     if port.is_empty() || !port.bytes().all(|c| is_lower_alnum(c) || c == b'-') {
-        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string());
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
     }
     if !port.bytes().any(|c| c.is_ascii_lowercase()) {
         errs.push("must contain at least one letter (a-z)".to_string());
@@ -332,9 +402,15 @@ mod tests {
         assert_eq!(is_dns1123_label("Bad_Name"), vec![LABEL_MSG.to_string()]);
         assert_eq!(is_dns1123_label("-a"), vec![LABEL_MSG.to_string()]);
         assert_eq!(is_dns1123_label(""), vec![LABEL_MSG.to_string()]);
-        assert_eq!(is_dns1123_label("a.b"), vec!["must not contain dots".to_string()]);
+        assert_eq!(
+            is_dns1123_label("a.b"),
+            vec!["must not contain dots".to_string()]
+        );
         let long = "a".repeat(64);
-        assert_eq!(is_dns1123_label(&long), vec!["must be no more than 63 characters".to_string()]);
+        assert_eq!(
+            is_dns1123_label(&long),
+            vec!["must be no more than 63 characters".to_string()]
+        );
     }
 
     #[test]
@@ -414,7 +490,10 @@ mod tests {
         );
         assert_eq!(
             is_valid_port_name("Http"),
-            vec!["must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string()]
+            vec![
+                "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+                    .to_string()
+            ]
         );
         assert_eq!(
             is_valid_port_name("-a--very-long-port-name"),
@@ -424,7 +503,10 @@ mod tests {
                 "must not begin or end with a hyphen".to_string()
             ]
         );
-        assert_eq!(is_valid_port_num(0), vec!["must be between 1 and 65535, inclusive".to_string()]);
+        assert_eq!(
+            is_valid_port_num(0),
+            vec!["must be between 1 and 65535, inclusive".to_string()]
+        );
         assert!(is_valid_port_num(65535).is_empty());
     }
 
@@ -432,8 +514,14 @@ mod tests {
     fn misc() {
         assert_eq!(mask_trailing_dash("web-"), "weba");
         assert_eq!(mask_trailing_dash("-"), "-");
-        assert_eq!(is_path_segment_name(".."), vec!["may not be '..'".to_string()]);
-        assert_eq!(is_path_segment_name("a/b"), vec!["may not contain '/'".to_string()]);
+        assert_eq!(
+            is_path_segment_name(".."),
+            vec!["may not be '..'".to_string()]
+        );
+        assert_eq!(
+            is_path_segment_name("a/b"),
+            vec!["may not contain '/'".to_string()]
+        );
         assert!(is_valid_ip("10.0.0.1").is_empty());
         assert!(is_valid_ip("::1").is_empty());
         assert_eq!(is_valid_ip("10.0.0").len(), 1);

@@ -170,3 +170,8 @@ pub fn table(out: &str) -> Vec<Vec<String>> {
         .map(|l| l.split_whitespace().map(String::from).collect())
         .collect()
 }
+
+/// Collapses runs of whitespace to one space, for assertions on aligned output.
+pub fn squash(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
