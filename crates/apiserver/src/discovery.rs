@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 
 use crate::resources::{self, ResourceInfo};
 
-pub const AGGREGATED_V2: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_V2: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 pub const AGGREGATED_V2BETA1: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList";
 
@@ -79,8 +80,9 @@ fn aggregated_resource(r: &ResourceInfo) -> Value {
 }
 
 fn aggregated_group(group: &str, content_type: &str) -> Value {
-    let resources: Vec<Value> =
-        resources::in_group_version(group, "v1").map(aggregated_resource).collect();
+    let resources: Vec<Value> = resources::in_group_version(group, "v1")
+        .map(aggregated_resource)
+        .collect();
     let mut item = json!({
         "metadata": {"creationTimestamp": null},
         "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
@@ -108,7 +110,10 @@ pub fn aggregated_core(content_type: &str) -> Value {
 
 /// `/apis` as an aggregated document.
 pub fn aggregated_groups(content_type: &str) -> Value {
-    let items = resources::groups().into_iter().map(|g| aggregated_group(g, content_type)).collect();
+    let items = resources::groups()
+        .into_iter()
+        .map(|g| aggregated_group(g, content_type))
+        .collect();
     aggregated_list(items, content_type)
 }
 
@@ -165,13 +170,23 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
 }
 
 /// The OpenAPI v3 path name of a group version: `api/v1`, `apis/coordination.k8s.io/v1`.
 fn openapi_path(group: &str) -> String {
-    if group.is_empty() { "api/v1".to_string() } else { format!("apis/{group}/v1") }
+    if group.is_empty() {
+        "api/v1".to_string()
+    } else {
+        format!("apis/{group}/v1")
+    }
 }
 
 /// `/openapi/v3`: the index of per-group-version documents.
@@ -182,7 +197,10 @@ pub fn openapi_index() -> Value {
     for g in gs {
         let p = openapi_path(g);
         let hash = fnv_hex(&openapi_doc(g).to_string());
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -193,13 +211,21 @@ pub fn openapi_index() -> Value {
 pub fn openapi_doc(group: &str) -> Value {
     let mut paths = serde_json::Map::new();
     for r in resources::in_group_version(group, "v1") {
-        let base = if group.is_empty() { "/api/v1".to_string() } else { format!("/apis/{group}/v1") };
+        let base = if group.is_empty() {
+            "/api/v1".to_string()
+        } else {
+            format!("/apis/{group}/v1")
+        };
         let path = if r.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.resource)
         } else {
             format!("{base}/{}/{{name}}", r.resource)
         };
-        let op_group = if group.is_empty() { "CoreV1".to_string() } else { "CoordinationV1".to_string() };
+        let op_group = if group.is_empty() {
+            "CoreV1".to_string()
+        } else {
+            "CoordinationV1".to_string()
+        };
         paths.insert(
             path,
             json!({"patch": {
@@ -254,7 +280,12 @@ mod tests {
     #[test]
     fn core_list_has_pods_with_short_name_and_category() {
         let l = resource_list("", "v1").unwrap();
-        let pods = l["resources"].as_array().unwrap().iter().find(|r| r["name"] == "pods").unwrap();
+        let pods = l["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods")
+            .unwrap();
         assert_eq!(pods["shortNames"], json!(["po"]));
         assert_eq!(pods["categories"], json!(["all"]));
         assert!(resource_list("nope", "v1").is_none());
@@ -263,9 +294,14 @@ mod tests {
     #[test]
     fn openapi_index_points_at_served_documents() {
         let idx = openapi_index();
-        let url = idx["paths"]["apis/coordination.k8s.io/v1"]["serverRelativeURL"].as_str().unwrap();
+        let url = idx["paths"]["apis/coordination.k8s.io/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap();
         assert!(url.starts_with("/openapi/v3/apis/coordination.k8s.io/v1?hash="));
-        assert_eq!(openapi_group("apis/coordination.k8s.io/v1"), Some("coordination.k8s.io"));
+        assert_eq!(
+            openapi_group("apis/coordination.k8s.io/v1"),
+            Some("coordination.k8s.io")
+        );
         assert_eq!(openapi_group("apis/apps/v1"), None);
     }
 }

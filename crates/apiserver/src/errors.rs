@@ -16,7 +16,12 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     fn with_details(mut self, details: Value) -> ApiError {
@@ -33,8 +38,12 @@ impl ApiError {
 
     pub fn already_exists(qualified: &str, name: &str) -> ApiError {
         let (resource, group) = split_qualified(qualified);
-        ApiError::new(409, "AlreadyExists", format!("{qualified} \"{name}\" already exists"))
-            .with_details(json!({"name": name, "group": group, "kind": resource}))
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{qualified} \"{name}\" already exists"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
     }
 
     pub fn conflict(qualified: &str, name: &str, why: &str) -> ApiError {
@@ -83,7 +92,13 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(content_type: &str) -> ApiError {
-        ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"))
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf (got {content_type:?})"
+            ),
+        )
     }
 
     /// 410 Gone for a watch or list from a compacted revision.
@@ -97,8 +112,12 @@ impl ApiError {
 
     /// The plain-text-like 404 for paths no resource serves.
     pub fn no_route() -> ApiError {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+        .with_details(json!({}))
     }
 
     /// The `Status` object for this error.
@@ -126,9 +145,9 @@ fn split_qualified(q: &str) -> (&str, &str) {
 impl From<skiff_store::StoreError> for ApiError {
     fn from(e: skiff_store::StoreError) -> ApiError {
         match e {
-            skiff_store::StoreError::Compacted { requested, oldest } => ApiError::expired(format!(
-                "too old resource version: {requested} ({oldest})"
-            )),
+            skiff_store::StoreError::Compacted { requested, oldest } => {
+                ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

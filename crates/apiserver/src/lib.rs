@@ -61,7 +61,8 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, lets in-flight requests finish briefly, and waits.
     pub async fn shutdown(self) {
-        self.handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+        self.handle
+            .graceful_shutdown(Some(std::time::Duration::from_secs(2)));
         let _ = self.task.await;
     }
 }
@@ -72,12 +73,19 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<
     let listener = std::net::TcpListener::bind(cfg.bind)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let api = Arc::new(Api { store, server_address: addr.to_string(), metrics: metrics::Metrics::new() });
+    let api = Arc::new(Api {
+        store,
+        server_address: addr.to_string(),
+        metrics: metrics::Metrics::new(),
+    });
     namespaces::ensure_system_namespaces(&api)
         .await
         .map_err(|e| std::io::Error::other(e.message))?;
     tokio::spawn(namespaces::run_finalizer(api.clone()));
-    let state = Arc::new(AppState { api: api.clone(), token: pki.admin_token.clone() });
+    let state = Arc::new(AppState {
+        api: api.clone(),
+        token: pki.admin_token.clone(),
+    });
     let app = Router::new().fallback(dispatch).with_state(state);
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
         pki.cert_pem.clone().into_bytes(),
@@ -87,14 +95,26 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<
     let handle = axum_server::Handle::new();
     let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
     let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    Ok(RunningServer { addr, pki, api, handle, task })
+    Ok(RunningServer {
+        addr,
+        pki,
+        api,
+        handle,
+        task,
+    })
 }
 
 fn authorized(req: &Request, token: &str) -> bool {
-    let Some(h) = req.headers().get("authorization").and_then(|v| v.to_str().ok()) else {
+    let Some(h) = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let Some(given) = h.strip_prefix("Bearer ") else { return false };
+    let Some(given) = h.strip_prefix("Bearer ") else {
+        return false;
+    };
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -135,7 +155,9 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         .api
         .metrics
         .latency
-        .get_or_create(&metrics::VerbLabels { verb: verb.to_string() })
+        .get_or_create(&metrics::VerbLabels {
+            verb: verb.to_string(),
+        })
         .observe(started.elapsed().as_secs_f64());
     tracing::debug!(%method, %path, code = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     resp
@@ -154,7 +176,12 @@ fn verb(method: &Method, params: &Params) -> &'static str {
 }
 
 fn text(body: &'static str) -> Response {
-    (StatusCode::OK, [("content-type", "text/plain; charset=utf-8")], body).into_response()
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 /// Routes one request; returns the response and the resource it concerned (for metrics).
@@ -167,7 +194,11 @@ async fn route(
     body: &[u8],
 ) -> (Result<Response, ApiError>, String) {
     let accept = rest::header(headers, "accept");
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let discovery = |v: serde_json::Value| Ok(json_response(StatusCode::OK, &v));
     let r = match segs.as_slice() {
         ["version"] => discovery(discovery::version()),
@@ -184,11 +215,19 @@ async fn route(
             None => Err(ApiError::no_route()),
         },
         ["api"] => match discovery::aggregated_type(accept) {
-            Some(ct) => Ok(json_typed(StatusCode::OK, &discovery::aggregated_core(ct), ct)),
+            Some(ct) => Ok(json_typed(
+                StatusCode::OK,
+                &discovery::aggregated_core(ct),
+                ct,
+            )),
             None => discovery(discovery::api_versions(&api.server_address)),
         },
         ["apis"] => match discovery::aggregated_type(accept) {
-            Some(ct) => Ok(json_typed(StatusCode::OK, &discovery::aggregated_groups(ct), ct)),
+            Some(ct) => Ok(json_typed(
+                StatusCode::OK,
+                &discovery::aggregated_groups(ct),
+                ct,
+            )),
             None => discovery(discovery::api_group_list()),
         },
         ["api", "v1"] => discovery(discovery::resource_list("", "v1").expect("core")),
@@ -197,8 +236,12 @@ async fn route(
             Some(l) => discovery(l),
             None => Err(ApiError::no_route()),
         },
-        ["api", "v1", rest @ ..] => return resource(api, "", "v1", rest, method, params, headers, body).await,
-        ["apis", g, v, rest @ ..] => return resource(api, g, v, rest, method, params, headers, body).await,
+        ["api", "v1", rest @ ..] => {
+            return resource(api, "", "v1", rest, method, params, headers, body).await;
+        }
+        ["apis", g, v, rest @ ..] => {
+            return resource(api, g, v, rest, method, params, headers, body).await;
+        }
         _ => Err(ApiError::no_route()),
     };
     (r, String::new())
@@ -219,7 +262,10 @@ async fn resource(
         None => (Err(ApiError::no_route()), String::new()),
         Some(t) => {
             let name = t.info.resource.to_string();
-            (rest::serve_resource(api, t, method, params, headers, body).await, name)
+            (
+                rest::serve_resource(api, t, method, params, headers, body).await,
+                name,
+            )
         }
     }
 }

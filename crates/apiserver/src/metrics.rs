@@ -40,7 +40,9 @@ impl Metrics {
     pub fn new() -> Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<VerbLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+            ])
         });
         let watchers = Gauge::default();
         let mut registry = Registry::default();
@@ -54,8 +56,17 @@ impl Metrics {
             "Time to answer a request (watches: time to start streaming)",
             latency.clone(),
         );
-        registry.register("apiserver_registered_watchers", "Open watch streams", watchers.clone());
-        Metrics { requests, latency, watchers, registry: Arc::new(registry) }
+        registry.register(
+            "apiserver_registered_watchers",
+            "Open watch streams",
+            watchers.clone(),
+        );
+        Metrics {
+            requests,
+            latency,
+            watchers,
+            registry: Arc::new(registry),
+        }
     }
 
     pub fn encode(&self) -> String {

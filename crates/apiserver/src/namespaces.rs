@@ -15,7 +15,8 @@ use crate::resources::{self, RESOURCES};
 use crate::rest::{self, Api, DeleteOptions};
 
 /// Namespaces created at first start; the first three may never be deleted.
-pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
 const UNDELETABLE: &[&str] = &["default", "kube-system", "kube-public"];
 
 fn ns_info() -> &'static resources::ResourceInfo {
@@ -53,7 +54,14 @@ pub async fn begin_delete(api: &Api, mut ns: Value, rv: u64, dry_run: bool) -> A
     object::meta_mut(&mut ns).insert("deletionTimestamp".into(), json!(rfc3339(Timestamp::now())));
     object::meta_mut(&mut ns).insert("deletionGracePeriodSeconds".into(), json!(0));
     ns["status"]["phase"] = json!("Terminating");
-    let kv = api.store.update(&ns_info().key(None, &name), object::encode_for_store(&ns), Some(rv)).await;
+    let kv = api
+        .store
+        .update(
+            &ns_info().key(None, &name),
+            object::encode_for_store(&ns),
+            Some(rv),
+        )
+        .await;
     match kv {
         Ok(kv) => object::set_resource_version(&mut ns, kv.mod_revision),
         Err(skiff_store::StoreError::Conflict { .. }) => {
@@ -75,7 +83,9 @@ async fn empty_namespace(api: &Api, ns: &str) -> ApiResult<bool> {
                 continue;
             }
             let name = object::name(&obj).to_string();
-            match rest::delete_object(api, info, Some(ns), &name, &DeleteOptions::default(), false).await {
+            match rest::delete_object(api, info, Some(ns), &name, &DeleteOptions::default(), false)
+                .await
+            {
                 Ok(_) => {}
                 Err(e) if e.code == 404 || e.code == 409 => {}
                 Err(e) => return Err(e),
@@ -114,19 +124,23 @@ pub async fn finalize_pass(api: &Api) -> ApiResult<()> {
             Err(e) => return Err(e),
         }
         // With no finalizer left, the namespace goes.
-        match api.store.get(&ns_info().key(None, &name)).await? {
-            Some(kv) => {
-                let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
-                let spec_empty = v.pointer("/spec/finalizers").and_then(|f| f.as_array()).is_none_or(|f| f.is_empty());
-                if spec_empty && object::finalizers(&v).is_empty() {
-                    match api.store.delete(&ns_info().key(None, &name), Some(kv.mod_revision)).await {
-                        Ok(_) | Err(skiff_store::StoreError::NotFound) => {}
-                        Err(skiff_store::StoreError::Conflict { .. }) => {}
-                        Err(e) => return Err(e.into()),
-                    }
+        if let Some(kv) = api.store.get(&ns_info().key(None, &name)).await? {
+            let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();
+            let spec_empty = v
+                .pointer("/spec/finalizers")
+                .and_then(|f| f.as_array())
+                .is_none_or(|f| f.is_empty());
+            if spec_empty && object::finalizers(&v).is_empty() {
+                match api
+                    .store
+                    .delete(&ns_info().key(None, &name), Some(kv.mod_revision))
+                    .await
+                {
+                    Ok(_) | Err(skiff_store::StoreError::NotFound) => {}
+                    Err(skiff_store::StoreError::Conflict { .. }) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
-            None => {}
         }
     }
     Ok(())
@@ -150,9 +164,14 @@ pub async fn run_finalizer(api: Arc<Api>) {
         };
         let terminating = {
             let page = rest::list_page(&api, ns_info(), None, &Params::default()).await;
-            page.map(|p| p.items.iter().any(object::is_deleting)).unwrap_or(true)
+            page.map(|p| p.items.iter().any(object::is_deleting))
+                .unwrap_or(true)
         };
-        let wait = if terminating { Duration::from_secs(1) } else { Duration::from_secs(60) };
+        let wait = if terminating {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(60)
+        };
         let _ = tokio::time::timeout(wait, futures::StreamExt::next(&mut watch)).await;
     }
 }

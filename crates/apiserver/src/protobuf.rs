@@ -135,7 +135,9 @@ fn namespace(raw: &[u8]) -> Option<Value> {
 
 /// Decodes a protobuf request body to the JSON form of the object.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
-    let inner = body.strip_prefix(MAGIC).ok_or_else(|| bad("missing the k8s protobuf prefix"))?;
+    let inner = body
+        .strip_prefix(MAGIC)
+        .ok_or_else(|| bad("missing the k8s protobuf prefix"))?;
     let mut api_version = String::new();
     let mut kind = String::new();
     let mut raw: &[u8] = &[];

@@ -22,7 +22,10 @@ impl Params {
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn flag(&self, key: &str) -> bool {
@@ -61,7 +64,10 @@ impl Params {
     }
 
     pub fn limit(&self) -> usize {
-        self.get("limit").and_then(|l| l.parse::<i64>().ok()).filter(|l| *l > 0).unwrap_or(0) as usize
+        self.get("limit")
+            .and_then(|l| l.parse::<i64>().ok())
+            .filter(|l| *l > 0)
+            .unwrap_or(0) as usize
     }
 
     pub fn include_object(&self) -> IncludeObject {
@@ -79,7 +85,9 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'+', _) => out.push(b' '),
             (b'%', Some(b)) => {
@@ -99,7 +107,9 @@ mod tests {
 
     #[test]
     fn decodes_selectors_and_flags() {
-        let p = Params::parse(Some("fieldSelector=metadata.name%3Dweb&watch=true&labelSelector=a+in+(x)&x=%"));
+        let p = Params::parse(Some(
+            "fieldSelector=metadata.name%3Dweb&watch=true&labelSelector=a+in+(x)&x=%",
+        ));
         assert_eq!(p.get("fieldSelector"), Some("metadata.name=web"));
         assert!(p.flag("watch"));
         assert_eq!(p.get("labelSelector"), Some("a in (x)"));

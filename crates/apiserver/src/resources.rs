@@ -24,8 +24,16 @@ pub struct ResourceInfo {
     pub subresources: &'static [Subresource],
 }
 
-const ALL_VERBS: &[&str] =
-    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 
 pub static RESOURCES: &[ResourceInfo] = &[
@@ -62,10 +70,20 @@ pub static RESOURCES: &[ResourceInfo] = &[
         namespaced: false,
         short_names: &["ns"],
         categories: &[],
-        verbs: &["create", "delete", "get", "list", "patch", "update", "watch"],
+        verbs: &[
+            "create", "delete", "get", "list", "patch", "update", "watch",
+        ],
         subresources: &[
-            Subresource { name: "finalize", kind: "Namespace", verbs: &["update"] },
-            Subresource { name: "status", kind: "Namespace", verbs: STATUS_VERBS },
+            Subresource {
+                name: "finalize",
+                kind: "Namespace",
+                verbs: &["update"],
+            },
+            Subresource {
+                name: "status",
+                kind: "Namespace",
+                verbs: STATUS_VERBS,
+            },
         ],
     },
     ResourceInfo {
@@ -78,7 +96,11 @@ pub static RESOURCES: &[ResourceInfo] = &[
         short_names: &["no"],
         categories: &[],
         verbs: ALL_VERBS,
-        subresources: &[Subresource { name: "status", kind: "Node", verbs: STATUS_VERBS }],
+        subresources: &[Subresource {
+            name: "status",
+            kind: "Node",
+            verbs: STATUS_VERBS,
+        }],
     },
     ResourceInfo {
         group: "",
@@ -91,8 +113,16 @@ pub static RESOURCES: &[ResourceInfo] = &[
         categories: &["all"],
         verbs: ALL_VERBS,
         subresources: &[
-            Subresource { name: "binding", kind: "Binding", verbs: &["create"] },
-            Subresource { name: "status", kind: "Pod", verbs: STATUS_VERBS },
+            Subresource {
+                name: "binding",
+                kind: "Binding",
+                verbs: &["create"],
+            },
+            Subresource {
+                name: "status",
+                kind: "Pod",
+                verbs: STATUS_VERBS,
+            },
         ],
     },
     ResourceInfo {
@@ -122,11 +152,15 @@ pub fn groups() -> Vec<&'static str> {
 
 pub fn in_group_version(group: &str, version: &str) -> impl Iterator<Item = &'static ResourceInfo> {
     let (group, version) = (group.to_string(), version.to_string());
-    RESOURCES.iter().filter(move |r| r.group == group && r.version == version)
+    RESOURCES
+        .iter()
+        .filter(move |r| r.group == group && r.version == version)
 }
 
 pub fn lookup(group: &str, version: &str, resource: &str) -> Option<&'static ResourceInfo> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.resource == resource)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.resource == resource)
 }
 
 impl ResourceInfo {

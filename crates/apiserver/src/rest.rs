@@ -37,18 +37,19 @@ pub struct Target {
 impl Target {
     /// Resolves the path segments after the group version; None when no resource matches.
     pub fn resolve(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
-        if segs.first() == Some(&"namespaces") && segs.len() >= 3 {
-            if let Some(info) = resources::lookup(group, version, segs[2]).filter(|i| i.namespaced) {
-                if segs.len() > 5 {
-                    return None;
-                }
-                return Some(Target {
-                    info,
-                    namespace: Some(segs[1].to_string()),
-                    name: segs.get(3).map(|s| s.to_string()),
-                    sub: segs.get(4).map(|s| s.to_string()),
-                });
+        if segs.first() == Some(&"namespaces")
+            && segs.len() >= 3
+            && let Some(info) = resources::lookup(group, version, segs[2]).filter(|i| i.namespaced)
+        {
+            if segs.len() > 5 {
+                return None;
             }
+            return Some(Target {
+                info,
+                namespace: Some(segs[1].to_string()),
+                name: segs.get(3).map(|s| s.to_string()),
+                sub: segs.get(4).map(|s| s.to_string()),
+            });
         }
         let info = resources::lookup(group, version, segs.first()?)?;
         if segs.len() > 3 || (info.namespaced && segs.len() > 1) {
@@ -93,10 +94,10 @@ pub async fn serve_resource(
     let accept = header(headers, "accept");
     let content_type = header(headers, "content-type");
     let info = target.info;
-    if let Some(sub) = &target.sub {
-        if !info.has_subresource(sub) {
-            return Err(ApiError::no_route());
-        }
+    if let Some(sub) = &target.sub
+        && !info.has_subresource(sub)
+    {
+        return Err(ApiError::no_route());
     }
     match (method.clone(), target.name.is_some(), target.sub.as_deref()) {
         (Method::GET, false, None) if params.flag("watch") => {
@@ -140,7 +141,10 @@ pub async fn serve_resource(
 }
 
 pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 fn wants_table(accept: &str) -> bool {
@@ -155,24 +159,27 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> ApiResult<Value> {
         "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => {
             let text = std::str::from_utf8(body)
                 .map_err(|_| ApiError::bad_request("the request body is not valid UTF-8"))?;
-            serde_saphyr::from_str::<Value>(text).map_err(|e| {
-                ApiError::bad_request(format!("error decoding YAML: {e}"))
-            })
+            serde_saphyr::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))
         }
         _ => serde_json::from_slice(body).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the request body could not be decoded: json: {e}"
-            ))
+            ApiError::bad_request(format!("the request body could not be decoded: json: {e}"))
         }),
     }
 }
 
 /// Reads one object; 404 when absent.
-pub async fn read(api: &Api, info: &ResourceInfo, key: &str, name: &str) -> ApiResult<(Value, u64)> {
+pub async fn read(
+    api: &Api,
+    info: &ResourceInfo,
+    key: &str,
+    name: &str,
+) -> ApiResult<(Value, u64)> {
     match api.store.get(key).await? {
         Some(kv) => {
-            let v = object::decode_stored(&kv.value, kv.mod_revision)
-                .ok_or_else(|| ApiError::internal(format!("stored object {key} is not valid JSON")))?;
+            let v = object::decode_stored(&kv.value, kv.mod_revision).ok_or_else(|| {
+                ApiError::internal(format!("stored object {key} is not valid JSON"))
+            })?;
             Ok((v, kv.mod_revision))
         }
         None => Err(ApiError::not_found(&info.qualified(), name)),
@@ -204,15 +211,14 @@ pub fn selected(
     labels: Option<&LabelSelector>,
     fields: Option<&FieldSelector>,
 ) -> bool {
-    if let Some(l) = labels {
-        if !l.matches(&object::labels(obj)) {
-            return false;
-        }
+    if let Some(l) = labels
+        && !l.matches(&object::labels(obj))
+    {
+        return false;
     }
     if let Some(f) = fields {
-        return f.matches(|field| {
-            skiff_core::fields::field_value(info.resource, obj, field).flatten()
-        });
+        return f
+            .matches(|field| skiff_core::fields::field_value(info.resource, obj, field).flatten());
     }
     true
 }
@@ -243,14 +249,23 @@ pub async fn list_page(
     let mut items = Vec::new();
     let mut revision = 0;
     loop {
-        let batch = if limit == 0 { 0 } else { (limit - items.len()).max(64) };
-        let res = api.store.list(&prefix, start_after.as_deref(), batch).await?;
+        let batch = if limit == 0 {
+            0
+        } else {
+            (limit - items.len()).max(64)
+        };
+        let res = api
+            .store
+            .list(&prefix, start_after.as_deref(), batch)
+            .await?;
         if revision == 0 {
             revision = res.revision;
         }
         let n = res.items.len();
         for (i, kv) in res.items.into_iter().enumerate() {
-            let Some(obj) = object::decode_stored(&kv.value, kv.mod_revision) else { continue };
+            let Some(obj) = object::decode_stored(&kv.value, kv.mod_revision) else {
+                continue;
+            };
             if selected(info, &obj, labels.as_ref(), fields.as_ref()) {
                 items.push(obj);
             }
@@ -265,7 +280,11 @@ pub async fn list_page(
             start_after = Some(kv.key);
         }
         if !res.more {
-            return Ok(Page { items, revision, continue_after: None });
+            return Ok(Page {
+                items,
+                revision,
+                continue_after: None,
+            });
         }
     }
 }
@@ -279,7 +298,9 @@ fn encode_continue(key: &str, revision: u64) -> String {
 fn decode_continue(token: &str, prefix: &str) -> ApiResult<String> {
     use base64::Engine;
     let bad = || ApiError::bad_request("continue key is not valid: the token could not be decoded");
-    let raw = base64::engine::general_purpose::URL_SAFE.decode(token).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(token)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let key = v.get("start").and_then(|s| s.as_str()).ok_or_else(bad)?;
     if !key.starts_with(prefix) {
@@ -295,7 +316,14 @@ async fn list(api: &Arc<Api>, t: &Target, params: &Params, accept: &str) -> ApiR
         meta["continue"] = json!(encode_continue(k, page.revision));
     }
     if wants_table(accept) {
-        let tbl = table::table(t.info, &page.items, meta, params.include_object(), true, now());
+        let tbl = table::table(
+            t.info,
+            &page.items,
+            meta,
+            params.include_object(),
+            true,
+            now(),
+        );
         return Ok(json_typed(StatusCode::OK, &tbl, table::TABLE_CONTENT_TYPE));
     }
     let list = json!({
@@ -316,7 +344,10 @@ fn check_unknown_fields(
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
-    let msgs: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+    let msgs: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field \"{f}\""))
+        .collect();
     match params.field_validation() {
         "Strict" => Err(ApiError::bad_request(format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
@@ -340,7 +371,11 @@ fn with_warnings(mut resp: Response, warnings: &[String]) -> Response {
     resp
 }
 
-fn invalid(info: &ResourceInfo, name: &str, errs: &[skiff_core::validation::FieldError]) -> ApiError {
+fn invalid(
+    info: &ResourceInfo,
+    name: &str,
+    errs: &[skiff_core::validation::FieldError],
+) -> ApiError {
     ApiError::invalid(info.kind, info.group, name, errs)
 }
 
@@ -394,11 +429,11 @@ pub async fn create_object(
     } else {
         object::meta_mut(&mut obj).remove("namespace");
     }
-    if object::name(&obj).is_empty() {
-        if let Some(g) = object::meta_str(&obj, "generateName").filter(|g| !g.is_empty()) {
-            let name = format!("{g}{}", object::random_suffix());
-            object::meta_mut(&mut obj).insert("name".into(), json!(name));
-        }
+    if object::name(&obj).is_empty()
+        && let Some(g) = object::meta_str(&obj, "generateName").filter(|g| !g.is_empty())
+    {
+        let name = format!("{g}{}", object::random_suffix());
+        object::meta_mut(&mut obj).insert("name".into(), json!(name));
     }
     let t = now();
     strategy::prepare_create(info, &mut obj, t);
@@ -431,7 +466,10 @@ pub async fn create_object(
 
 async fn create(api: &Arc<Api>, t: &Target, body: Value, params: &Params) -> ApiResult<Response> {
     let (obj, warnings) = create_object(api, t.info, t.namespace.as_deref(), body, params).await?;
-    Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings))
+    Ok(with_warnings(
+        json_response(StatusCode::CREATED, &obj),
+        &warnings,
+    ))
 }
 
 /// How an update computes the new object from the current one.
@@ -469,20 +507,21 @@ pub async fn update_object(
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        if let (Some(ns), Some(body_ns)) = (namespace, object::namespace(&new)) {
-            if ns != body_ns {
-                return Err(ApiError::bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                ));
-            }
+        if let (Some(ns), Some(body_ns)) = (namespace, object::namespace(&new))
+            && ns != body_ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         let pinned = object::resource_version(&new).map(String::from);
-        if let Some(rv) = &pinned {
-            if rv != &current_rv.to_string() {
-                return Err(ApiError::modified(&info.qualified(), name));
-            }
+        if let Some(rv) = &pinned
+            && rv != &current_rv.to_string()
+        {
+            return Err(ApiError::modified(&info.qualified(), name));
         }
         strategy::prepare_update(info, sub, &mut new, &current);
+        strategy::default_update(info, &mut new)?;
         let errs = strategy::validate_update(info, &new, &current)?;
         if !errs.is_empty() {
             return Err(invalid(info, name, &errs));
@@ -494,7 +533,11 @@ pub async fn update_object(
         // An object being deleted whose last finalizer went away is removed now.
         if object::is_deleting(&new)
             && object::finalizers(&new).is_empty()
-            && new.pointer("/metadata/deletionGracePeriodSeconds").and_then(|g| g.as_i64()).unwrap_or(0) == 0
+            && new
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(|g| g.as_i64())
+                .unwrap_or(0)
+                == 0
         {
             match api.store.delete(&key, Some(current_rv)).await {
                 Ok(kv) => {
@@ -511,13 +554,19 @@ pub async fn update_object(
                 Err(e) => return Err(e.into()),
             }
         }
-        match api.store.update(&key, object::encode_for_store(&new), Some(current_rv)).await {
+        match api
+            .store
+            .update(&key, object::encode_for_store(&new), Some(current_rv))
+            .await
+        {
             Ok(kv) => {
                 object::set_resource_version(&mut new, kv.mod_revision);
                 return Ok((new, warnings));
             }
             Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
-            Err(StoreError::Conflict { .. }) => return Err(ApiError::modified(&info.qualified(), name)),
+            Err(StoreError::Conflict { .. }) => {
+                return Err(ApiError::modified(&info.qualified(), name));
+            }
             Err(StoreError::NotFound) => return Err(ApiError::not_found(&info.qualified(), name)),
             Err(e) => return Err(e.into()),
         }
@@ -537,7 +586,10 @@ async fn replace(api: &Arc<Api>, t: &Target, body: Value, params: &Params) -> Ap
         params,
     )
     .await?;
-    Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &obj),
+        &warnings,
+    ))
 }
 
 async fn patch(
@@ -549,7 +601,12 @@ async fn patch(
 ) -> ApiResult<Response> {
     let name = t.name.as_deref().unwrap_or("").to_string();
     let info = t.info;
-    let ct = content_type.split(';').next().unwrap_or("").trim().to_string();
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let patch_doc = match ct.as_str() {
         "application/json-patch+json"
         | "application/merge-patch+json"
@@ -564,7 +621,9 @@ async fn patch(
     let apply = move |current: &Value| -> ApiResult<Value> {
         let mut v = current.clone();
         let res = match ct.as_str() {
-            "application/json-patch+json" => skiff_core::patch::json_patch(&mut v, &patch_doc).map(|_| v),
+            "application/json-patch+json" => {
+                skiff_core::patch::json_patch(&mut v, &patch_doc).map(|_| v)
+            }
             "application/merge-patch+json" => {
                 if !patch_doc.is_object() {
                     return Err(ApiError::bad_request("a merge patch must be a JSON object"));
@@ -586,7 +645,10 @@ async fn patch(
         params,
     )
     .await?;
-    Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &obj),
+        &warnings,
+    ))
 }
 
 fn patch_error(e: skiff_core::patch::PatchError) -> ApiError {
@@ -603,11 +665,18 @@ fn patch_error(e: skiff_core::patch::PatchError) -> ApiError {
 
 /// `application/apply-patch+yaml`: creates the object when absent, otherwise merges the applied
 /// configuration into it. (Field ownership and apply conflicts are not tracked yet.)
-async fn server_side_apply(api: &Arc<Api>, t: &Target, doc: Value, params: &Params) -> ApiResult<Response> {
+async fn server_side_apply(
+    api: &Arc<Api>,
+    t: &Target,
+    doc: Value,
+    params: &Params,
+) -> ApiResult<Response> {
     let name = t.name.as_deref().unwrap_or("").to_string();
     let info = t.info;
     if !doc.is_object() {
-        return Err(ApiError::bad_request("the apply configuration must be an object"));
+        return Err(ApiError::bad_request(
+            "the apply configuration must be an object",
+        ));
     }
     if object::name(&doc) != name {
         return Err(ApiError::bad_request(format!(
@@ -619,7 +688,10 @@ async fn server_side_apply(api: &Arc<Api>, t: &Target, doc: Value, params: &Para
     if api.store.get(&key).await?.is_none() {
         match create_object(api, info, t.namespace.as_deref(), doc.clone(), params).await {
             Ok((obj, warnings)) => {
-                return Ok(with_warnings(json_response(StatusCode::CREATED, &obj), &warnings));
+                return Ok(with_warnings(
+                    json_response(StatusCode::CREATED, &obj),
+                    &warnings,
+                ));
             }
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),
@@ -643,7 +715,10 @@ async fn server_side_apply(api: &Arc<Api>, t: &Target, doc: Value, params: &Para
         params,
     )
     .await?;
-    Ok(with_warnings(json_response(StatusCode::OK, &obj), &warnings))
+    Ok(with_warnings(
+        json_response(StatusCode::OK, &obj),
+        &warnings,
+    ))
 }
 
 /// `DeleteOptions` from the body or the query.
@@ -660,15 +735,20 @@ fn delete_options(body: &[u8], params: &Params) -> ApiResult<DeleteOptions> {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
         opts.grace_period_seconds = v.get("gracePeriodSeconds").and_then(|g| g.as_i64());
-        opts.precondition_uid =
-            v.pointer("/preconditions/uid").and_then(|u| u.as_str()).map(String::from);
-        opts.precondition_rv =
-            v.pointer("/preconditions/resourceVersion").and_then(|u| u.as_str()).map(String::from);
+        opts.precondition_uid = v
+            .pointer("/preconditions/uid")
+            .and_then(|u| u.as_str())
+            .map(String::from);
+        opts.precondition_rv = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(|u| u.as_str())
+            .map(String::from);
     }
     if let Some(g) = params.get("gracePeriodSeconds") {
-        opts.grace_period_seconds = Some(g.parse().map_err(|_| {
-            ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}"))
-        })?);
+        opts.grace_period_seconds =
+            Some(g.parse().map_err(|_| {
+                ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}"))
+            })?);
     }
     Ok(opts)
 }
@@ -676,13 +756,22 @@ fn delete_options(body: &[u8], params: &Params) -> ApiResult<DeleteOptions> {
 /// The grace period Kubernetes gives a pod deletion (§7.3): the request's or the spec's, zero for
 /// pods not on a node or already finished, and at least 1 when negative.
 fn pod_grace(pod: &Value, requested: Option<i64>) -> i64 {
-    let scheduled = pod.pointer("/spec/nodeName").and_then(|n| n.as_str()).is_some_and(|n| !n.is_empty());
-    let phase = pod.pointer("/status/phase").and_then(|p| p.as_str()).unwrap_or("");
+    let scheduled = pod
+        .pointer("/spec/nodeName")
+        .and_then(|n| n.as_str())
+        .is_some_and(|n| !n.is_empty());
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
     if !scheduled || phase == "Succeeded" || phase == "Failed" {
         return 0;
     }
     let g = requested
-        .or_else(|| pod.pointer("/spec/terminationGracePeriodSeconds").and_then(|g| g.as_i64()))
+        .or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(|g| g.as_i64())
+        })
         .unwrap_or(30);
     if g < 0 { 1 } else { g }
 }
@@ -706,26 +795,36 @@ pub async fn delete_object(
                 return Err(ApiError::conflict(
                     &info.qualified(),
                     name,
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
                 ));
             }
         }
-        if let Some(prv) = &opts.precondition_rv {
-            if prv != &rv.to_string() {
-                return Err(ApiError::conflict(
-                    &info.qualified(),
-                    name,
-                    &format!("Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rv}"),
-                ));
-            }
+        if let Some(prv) = &opts.precondition_rv
+            && prv != &rv.to_string()
+        {
+            return Err(ApiError::conflict(
+                &info.qualified(),
+                name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {prv}, ResourceVersion in object meta: {rv}"
+                ),
+            ));
         }
         if info.kind == "Namespace" {
             return crate::namespaces::begin_delete(api, obj, rv, dry_run).await;
         }
-        let grace = if info.kind == "Pod" { pod_grace(&obj, opts.grace_period_seconds) } else { 0 };
+        let grace = if info.kind == "Pod" {
+            pod_grace(&obj, opts.grace_period_seconds)
+        } else {
+            0
+        };
         let t = now();
         let pending = if grace > 0 || !object::finalizers(&obj).is_empty() {
-            let existing = obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(|g| g.as_i64());
+            let existing = obj
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(|g| g.as_i64());
             if object::is_deleting(&obj) && existing.is_some_and(|e| e <= grace) {
                 return Ok(obj);
             }
@@ -743,7 +842,9 @@ pub async fn delete_object(
             return Ok(obj);
         }
         let res = if pending {
-            api.store.update(&key, object::encode_for_store(&obj), Some(rv)).await
+            api.store
+                .update(&key, object::encode_for_store(&obj), Some(rv))
+                .await
         } else {
             api.store.delete(&key, Some(rv)).await
         };
@@ -774,7 +875,12 @@ fn delete_response(info: &ResourceInfo, obj: &Value) -> Response {
     json_response(StatusCode::OK, &status)
 }
 
-async fn delete(api: &Arc<Api>, t: &Target, opts: &DeleteOptions, dry_run: bool) -> ApiResult<Response> {
+async fn delete(
+    api: &Arc<Api>,
+    t: &Target,
+    opts: &DeleteOptions,
+    dry_run: bool,
+) -> ApiResult<Response> {
     let name = t.name.as_deref().unwrap_or("");
     let obj = delete_object(api, t.info, t.namespace.as_deref(), name, opts, dry_run).await?;
     Ok(delete_response(t.info, &obj))
@@ -812,9 +918,19 @@ async fn bind(api: &Arc<Api>, t: &Target, body: Value, params: &Params) -> ApiRe
     let decoded = strategy::decode(binding_info, body)?;
     check_unknown_fields(binding_info, &decoded.unknown_fields, params)?;
     let binding = decoded.obj;
-    let pod_name = t.name.clone().unwrap_or_else(|| object::name(&binding).to_string());
-    let node = binding.pointer("/target/name").and_then(|n| n.as_str()).unwrap_or("").to_string();
-    let target_kind = binding.pointer("/target/kind").and_then(|n| n.as_str()).unwrap_or("");
+    let pod_name = t
+        .name
+        .clone()
+        .unwrap_or_else(|| object::name(&binding).to_string());
+    let node = binding
+        .pointer("/target/name")
+        .and_then(|n| n.as_str())
+        .unwrap_or("")
+        .to_string();
+    let target_kind = binding
+        .pointer("/target/kind")
+        .and_then(|n| n.as_str())
+        .unwrap_or("");
     if node.is_empty() || !(target_kind.is_empty() || target_kind == "Node") {
         let errs = vec![skiff_core::validation::FieldError::required(
             "target.name",
@@ -824,22 +940,40 @@ async fn bind(api: &Arc<Api>, t: &Target, body: Value, params: &Params) -> ApiRe
     }
     let pod_info = resources::lookup("", "v1", "pods").expect("pods");
     let ns = t.namespace.clone();
-    let binding_uid = binding.pointer("/metadata/uid").and_then(|u| u.as_str()).map(String::from);
+    let binding_uid = binding
+        .pointer("/metadata/uid")
+        .and_then(|u| u.as_str())
+        .map(String::from);
     let node_for_patch = node.clone();
     let assign = move |current: &Value| -> ApiResult<Value> {
-        if let Some(uid) = &binding_uid {
-            if object::meta_str(current, "uid") != Some(uid.as_str()) {
-                return Err(ApiError::conflict("pods", object::name(current), "the pod UID does not match the binding"));
-            }
-        }
-        if object::is_deleting(current) {
-            return Err(ApiError::conflict("pods", object::name(current), "pod is being deleted, cannot be assigned to a host"));
-        }
-        if let Some(n) = current.pointer("/spec/nodeName").and_then(|n| n.as_str()).filter(|n| !n.is_empty()) {
+        if let Some(uid) = &binding_uid
+            && object::meta_str(current, "uid") != Some(uid.as_str())
+        {
             return Err(ApiError::conflict(
                 "pods",
                 object::name(current),
-                &format!("pod {} is already assigned to node \"{n}\"", object::name(current)),
+                "the pod UID does not match the binding",
+            ));
+        }
+        if object::is_deleting(current) {
+            return Err(ApiError::conflict(
+                "pods",
+                object::name(current),
+                "pod is being deleted, cannot be assigned to a host",
+            ));
+        }
+        if let Some(n) = current
+            .pointer("/spec/nodeName")
+            .and_then(|n| n.as_str())
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict(
+                "pods",
+                object::name(current),
+                &format!(
+                    "pod {} is already assigned to node \"{n}\"",
+                    object::name(current)
+                ),
             ));
         }
         let mut v = current.clone();
@@ -855,7 +989,11 @@ async fn bind(api: &Arc<Api>, t: &Target, body: Value, params: &Params) -> ApiRe
         if params.dry_run() {
             break;
         }
-        match api.store.update(&key, object::encode_for_store(&new), Some(rv)).await {
+        match api
+            .store
+            .update(&key, object::encode_for_store(&new), Some(rv))
+            .await
+        {
             Ok(_) => break,
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -905,7 +1043,12 @@ mod tests {
 
     #[test]
     fn resolves_paths() {
-        let t = Target::resolve("", "v1", &["namespaces", "default", "pods", "web", "status"]).unwrap();
+        let t = Target::resolve(
+            "",
+            "v1",
+            &["namespaces", "default", "pods", "web", "status"],
+        )
+        .unwrap();
         assert_eq!(t.info.resource, "pods");
         assert_eq!(t.namespace.as_deref(), Some("default"));
         assert_eq!(t.name.as_deref(), Some("web"));
@@ -919,13 +1062,19 @@ mod tests {
         assert!(t.namespace.is_none() && t.name.is_none());
         assert!(Target::resolve("", "v1", &["pods", "web"]).is_none());
         assert!(Target::resolve("", "v1", &["nope"]).is_none());
-        let t = Target::resolve("coordination.k8s.io", "v1", &["namespaces", "kube-node-lease", "leases", "n1"]).unwrap();
+        let t = Target::resolve(
+            "coordination.k8s.io",
+            "v1",
+            &["namespaces", "kube-node-lease", "leases", "n1"],
+        )
+        .unwrap();
         assert_eq!(t.info.kind, "Lease");
     }
 
     #[test]
     fn pod_grace_follows_kubernetes() {
-        let unscheduled = json!({"spec": {"terminationGracePeriodSeconds": 30}, "status": {"phase": "Pending"}});
+        let unscheduled =
+            json!({"spec": {"terminationGracePeriodSeconds": 30}, "status": {"phase": "Pending"}});
         assert_eq!(pod_grace(&unscheduled, None), 0);
         let running = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 30}, "status": {"phase": "Running"}});
         assert_eq!(pod_grace(&running, None), 30);

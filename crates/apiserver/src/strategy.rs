@@ -32,14 +32,20 @@ pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
         )));
     }
     let api_version = info.api_version();
-    if let Some(v) = body.get("apiVersion").and_then(|v| v.as_str()).filter(|v| !v.is_empty())
+    if let Some(v) = body
+        .get("apiVersion")
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
         && v != api_version
     {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({v}) does not match the expected API version ({api_version})"
         )));
     }
-    if let Some(k) = body.get("kind").and_then(|v| v.as_str()).filter(|v| !v.is_empty())
+    if let Some(k) = body
+        .get("kind")
+        .and_then(|v| v.as_str())
+        .filter(|v| !v.is_empty())
         && k != kind
     {
         return Err(ApiError::bad_request(format!(
@@ -65,7 +71,10 @@ pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
     })?;
     let mut unknown_fields = Vec::new();
     unknown(&body, &typed, "", &mut unknown_fields);
-    Ok(Decoded { obj: typed, unknown_fields })
+    Ok(Decoded {
+        obj: typed,
+        unknown_fields,
+    })
 }
 
 fn decode_kind(info: &ResourceInfo) -> &'static str {
@@ -92,7 +101,11 @@ fn unknown(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
     match (input, typed) {
         (Value::Object(i), Value::Object(t)) => {
             for (k, v) in i {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
                 match t.get(k) {
                     None if !v.is_null() => out.push(p),
                     Some(tv) => unknown(v, tv, &p, out),
@@ -114,7 +127,13 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, now: Timestamp) {
     let meta = object::meta_mut(obj);
     meta.insert("uid".into(), json!(object::new_uid()));
     meta.insert("creationTimestamp".into(), json!(rfc3339(now)));
-    for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "generation"] {
+    for f in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+        "generation",
+    ] {
         meta.remove(f);
     }
     match info.kind {
@@ -141,7 +160,7 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, now: Timestamp) {
     }
 }
 
-/// Defaulting, applied on create (and, for pods, the defaults an admission step adds).
+/// Create-time defaulting: the kind's defaults plus what admission adds (pod tolerations, QoS).
 pub fn default(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
     if info.kind == "Pod" {
         let mut pod: Pod = from_value(obj)?;
@@ -150,6 +169,16 @@ pub fn default(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
         let qos = skiff_core::pod::qos_class(pod.spec.as_ref().unwrap_or(&Default::default()));
         *obj = to_value(&pod)?;
         obj["status"]["qosClass"] = json!(qos);
+    }
+    Ok(())
+}
+
+/// Defaulting of every decoded update body, as Kubernetes defaults each object it decodes.
+pub fn default_update(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
+    if info.kind == "Pod" {
+        let mut pod: Pod = from_value(obj)?;
+        skiff_core::pod::default_pod(&mut pod);
+        *obj = to_value(&pod)?;
     }
     Ok(())
 }
@@ -176,20 +205,23 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<Vec<FieldE
 }
 
 /// Validation of an update (the new object against the old one).
-pub fn validate_update(info: &ResourceInfo, new: &Value, old: &Value) -> ApiResult<Vec<FieldError>> {
+pub fn validate_update(
+    info: &ResourceInfo,
+    new: &Value,
+    old: &Value,
+) -> ApiResult<Vec<FieldError>> {
     use skiff_core::{pod, validation as v};
+    if info.kind == "Pod" {
+        // Covers the metadata rules and the pod's own, as Kubernetes' ValidatePodUpdate does.
+        return Ok(pod::validate_pod_update(
+            &from_value(new)?,
+            &from_value(old)?,
+        ));
+    }
     let new_meta = from_value(new.get("metadata").unwrap_or(&Value::Null))?;
     let old_meta = from_value(old.get("metadata").unwrap_or(&Value::Null))?;
     let mut errs = v::validate_object_meta_update(&new_meta, &old_meta);
-    errs.extend(match info.kind {
-        "Pod" => {
-            let (n, o): (Pod, Pod) = (from_value(new)?, from_value(old)?);
-            let mut e = pod::validate_pod(&n);
-            e.extend(pod::validate_pod_update(&n, &o));
-            e
-        }
-        _ => validate_create(info, new)?,
-    });
+    errs.extend(validate_create(info, new)?);
     Ok(errs)
 }
 
@@ -231,15 +263,21 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<&str>, new: &mut Value, o
     }
     let old_meta = object::meta(old).cloned().unwrap_or_default();
     let meta = object::meta_mut(new);
-    for f in ["creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "name"] {
+    for f in [
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "namespace",
+        "name",
+    ] {
         match old_meta.get(f) {
             Some(v) => meta.insert(f.into(), v.clone()),
             None => meta.remove(f),
         };
     }
-    if meta.get("uid").is_none_or(|u| u.as_str() == Some("")) {
-        if let Some(u) = old_meta.get("uid") {
-            meta.insert("uid".into(), u.clone());
-        }
+    if meta.get("uid").is_none_or(|u| u.as_str() == Some(""))
+        && let Some(u) = old_meta.get("uid")
+    {
+        meta.insert("uid".into(), u.clone());
     }
 }

@@ -6,7 +6,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 
 pub struct Pki {
     pub dir: PathBuf,
@@ -17,10 +19,15 @@ pub struct Pki {
 }
 
 fn write_private(path: &Path, contents: &str) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     fs::rename(tmp, path)
@@ -33,10 +40,15 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 /// The CA's parameters; the same each time, so a stored CA key can sign again.
 fn ca_params() -> io::Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(other)?;
-    params.distinguished_name.push(DnType::CommonName, "skiff-ca");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "skiff-ca");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     params.not_after = rcgen::date_time_ymd(2036, 1, 1);
     Ok(params)
 }
@@ -61,7 +73,11 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> io::Result<Pki> {
         let ca_key_pair = KeyPair::from_pem(&fs::read_to_string(&ca_key)?).map_err(other)?;
         let issuer = Issuer::new(ca_params()?, ca_key_pair);
         let key = KeyPair::generate().map_err(other)?;
-        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        let mut names = vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ];
         names.extend(extra_sans.iter().cloned());
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(other)?;
         for n in &names {
@@ -71,7 +87,9 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> io::Result<Pki> {
             };
             params.subject_alt_names.push(san);
         }
-        params.distinguished_name.push(DnType::CommonName, "skiff-apiserver");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "skiff-apiserver");
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let cert = params.signed_by(&key, &issuer).map_err(other)?;
         write_private(&server_key, &key.serialize_pem())?;
@@ -79,7 +97,11 @@ pub fn load_or_create(dir: &Path, extra_sans: &[String]) -> io::Result<Pki> {
     }
     let token_path = dir.join("admin.token");
     if !token_path.exists() {
-        let token = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
         write_private(&token_path, &token)?;
     }
     Ok(Pki {

@@ -84,7 +84,12 @@ pub async fn serve_watch(
     let labels = params.label_selector()?;
     let fields = params.field_selector(info)?;
     let prefix = info.namespace_prefix(t.namespace.as_deref());
-    let mut enc = Encoder { info, table: as_table, include: params.include_object(), sent_columns: false };
+    let mut enc = Encoder {
+        info,
+        table: as_table,
+        include: params.include_object(),
+        sent_columns: false,
+    };
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
@@ -94,18 +99,22 @@ pub async fn serve_watch(
 
     // Where to start, and the synthetic ADDED events for "0" or an unset resourceVersion.
     let mut initial = Vec::new();
-    let start = match params.get("resourceVersion").filter(|r| !r.is_empty() && *r != "0") {
-        Some(rv) => rv.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!("invalid resource version: {rv:?}"))
-        })?,
+    let start = match params
+        .get("resourceVersion")
+        .filter(|r| !r.is_empty() && *r != "0")
+    {
+        Some(rv) => rv
+            .parse::<u64>()
+            .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?,
         None => {
-            let mut p = Params::default();
-            p.pairs = params
-                .pairs
-                .iter()
-                .filter(|(k, _)| k == "labelSelector" || k == "fieldSelector")
-                .cloned()
-                .collect();
+            let p = Params {
+                pairs: params
+                    .pairs
+                    .iter()
+                    .filter(|(k, _)| k == "labelSelector" || k == "fieldSelector")
+                    .cloned()
+                    .collect(),
+            };
             let page = rest::list_page(api, info, t.namespace.as_deref(), &p).await?;
             initial = page.items;
             page.revision
@@ -161,9 +170,8 @@ pub async fn serve_watch(
                         Some(Ok(ev)) => ev,
                     };
                     last_rv = ev.kv.mod_revision;
-                    if let Some((type_, obj)) = transition(info, &ev, labels.as_ref(), fields.as_ref()) {
-                        if tx.send(enc.event(type_, &obj)).await.is_err() { return; }
-                    }
+                    if let Some((type_, obj)) = transition(info, &ev, labels.as_ref(), fields.as_ref())
+                        && tx.send(enc.event(type_, &obj)).await.is_err() { return; }
                 }
             }
         }
@@ -171,8 +179,17 @@ pub async fn serve_watch(
     let body = Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>),
     );
-    let ct = if as_table { table::TABLE_CONTENT_TYPE } else { "application/json" };
-    Ok((StatusCode::OK, [("content-type", ct), ("cache-control", "no-cache, private")], body).into_response())
+    let ct = if as_table {
+        table::TABLE_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    Ok((
+        StatusCode::OK,
+        [("content-type", ct), ("cache-control", "no-cache, private")],
+        body,
+    )
+        .into_response())
 }
 
 struct WatchGuard(crate::metrics::Metrics);

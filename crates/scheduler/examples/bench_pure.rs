@@ -18,7 +18,7 @@ fn node(i: usize) -> Node {
     ];
     // A few application images, spread unevenly.
     for (k, name) in ["web:v1", "api:v2", "db:16", "cache:7"].iter().enumerate() {
-        if (i + k) % (k + 2) == 0 {
+        if (i + k).is_multiple_of(k + 2) {
             images.push(json!({"names": [format!("registry.local/{name}")], "sizeBytes": (200i64 + 150 * k as i64) << 20}));
         }
     }
@@ -89,7 +89,10 @@ fn main() {
     let counts: Vec<i64> = snapshot.nodes().iter().map(|n| n.pod_count()).collect();
     let max = counts.iter().max().copied().unwrap_or(0);
     let min = counts.iter().min().copied().unwrap_or(0);
-    println!("snapshot: {NODES} nodes built in {build:?}, ~{:.1} MiB", snapshot.approx_memory_bytes() as f64 / (1024.0 * 1024.0));
+    println!(
+        "snapshot: {NODES} nodes built in {build:?}, ~{:.1} MiB",
+        snapshot.approx_memory_bytes() as f64 / (1024.0 * 1024.0)
+    );
     println!(
         "scheduled {} pods ({failed} unschedulable) in {elapsed:?}: {:.0} pods/s, {:.1} µs/pod, {:.0} nodes evaluated/pod",
         PODS - failed,

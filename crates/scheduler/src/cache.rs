@@ -66,11 +66,19 @@ impl ClusterCache {
     }
 
     /// Counts an in-flight decision: `key` is placed on `node` until confirmed or forgotten.
-    pub fn assume(&mut self, key: &str, node: &str, requests: PodRequests) -> Result<(), CacheError> {
+    pub fn assume(
+        &mut self,
+        key: &str,
+        node: &str,
+        requests: PodRequests,
+    ) -> Result<(), CacheError> {
         if self.pods.contains_key(key) {
             return Err(CacheError::AlreadyCached);
         }
-        let idx = self.snapshot.node_index(node).ok_or(CacheError::NoSuchNode)?;
+        let idx = self
+            .snapshot
+            .node_index(node)
+            .ok_or(CacheError::NoSuchNode)?;
         self.snapshot.add_pod(idx, &requests);
         self.pods.insert(
             key.to_string(),
@@ -182,7 +190,10 @@ mod tests {
         c.assume("ns/p", "a", req(500)).unwrap();
         assert_eq!(cpu_on(&c, "a"), 500);
         assert!(c.is_assumed("ns/p"));
-        assert_eq!(c.assume("ns/p", "a", req(500)), Err(CacheError::AlreadyCached));
+        assert_eq!(
+            c.assume("ns/p", "a", req(500)),
+            Err(CacheError::AlreadyCached)
+        );
         assert_eq!(c.assume("ns/q", "zzz", req(1)), Err(CacheError::NoSuchNode));
         // Binding confirmed: not counted twice.
         c.observe_bound("ns/p", "a", req(500));

@@ -190,17 +190,24 @@ pub fn node_resources_fit(pod: &PreparedPod<'_>, node: &NodeInfo) -> Result<(), 
         too_many_pods: used.pods + 1 > alloc.pods,
         ..Shortfall::default()
     };
-    if req.milli_cpu > 0 && req.milli_cpu > alloc.milli_cpu - used.milli_cpu {
+    if req.milli_cpu > 0 && req.milli_cpu > alloc.milli_cpu.saturating_sub(used.milli_cpu) {
         s.cpu = true;
     }
-    if req.memory > 0 && req.memory > alloc.memory - used.memory {
+    if req.memory > 0 && req.memory > alloc.memory.saturating_sub(used.memory) {
         s.memory = true;
     }
-    if req.ephemeral_storage > 0 && req.ephemeral_storage > alloc.ephemeral_storage - used.ephemeral_storage {
+    if req.ephemeral_storage > 0
+        && req.ephemeral_storage
+            > alloc
+                .ephemeral_storage
+                .saturating_sub(used.ephemeral_storage)
+    {
         s.ephemeral_storage = true;
     }
     for (i, (name, want)) in pod.requests.scalar.iter().enumerate() {
-        let free = node.allocatable_scalar(name) - node.requested_scalar(name);
+        let free = node
+            .allocatable_scalar(name)
+            .saturating_sub(node.requested_scalar(name));
         if *want > free {
             s.scalar |= 1 << i.min(63);
         }
@@ -230,7 +237,9 @@ mod tests {
     }
 
     fn cpu_pod(cpu: &str) -> Pod {
-        pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]}))
+        pod(
+            json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu}}}]}),
+        )
     }
 
     fn one(n: k8s_openapi::api::core::v1::Node) -> Snapshot {
@@ -267,18 +276,29 @@ mod tests {
         });
         let s = one(n);
         assert_eq!(run(&pod(json!({})), &s), Err(Rejection::NodeUnschedulable));
-        assert_eq!(reasons(&pod(json!({})), &s), vec!["node(s) were unschedulable"]);
-        let tol = pod(json!({"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}));
+        assert_eq!(
+            reasons(&pod(json!({})), &s),
+            vec!["node(s) were unschedulable"]
+        );
+        let tol = pod(
+            json!({"tolerations": [{"key": "node.kubernetes.io/unschedulable", "operator": "Exists", "effect": "NoSchedule"}]}),
+        );
         assert_eq!(run(&tol, &s), Ok(()));
         let all = pod(json!({"tolerations": [{"operator": "Exists"}]}));
         assert_eq!(run(&all, &s), Ok(()));
-        assert_eq!(Rejection::NodeUnschedulable.code(), Code::UnschedulableAndUnresolvable);
+        assert_eq!(
+            Rejection::NodeUnschedulable.code(),
+            Code::UnschedulableAndUnresolvable
+        );
     }
 
     #[test]
     fn node_name_must_match() {
         let s = one(node("n", "4", "8Gi"));
-        assert_eq!(run(&pod(json!({"nodeName": "other"})), &s), Err(Rejection::NodeName));
+        assert_eq!(
+            run(&pod(json!({"nodeName": "other"})), &s),
+            Err(Rejection::NodeName)
+        );
         assert_eq!(
             reasons(&pod(json!({"nodeName": "other"})), &s),
             vec!["node(s) didn't match the requested node name"]
@@ -288,21 +308,33 @@ mod tests {
 
     #[test]
     fn taints_print_key_and_value() {
-        let s = tainted(json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]));
+        let s = tainted(
+            json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]),
+        );
         assert_eq!(
             reasons(&pod(json!({})), &s),
             vec!["node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }"]
         );
         let s = tainted(json!([{"key": "dedicated", "value": "db", "effect": "NoExecute"}]));
-        assert_eq!(reasons(&pod(json!({})), &s), vec!["node(s) had untolerated taint {dedicated: db}"]);
+        assert_eq!(
+            reasons(&pod(json!({})), &s),
+            vec!["node(s) had untolerated taint {dedicated: db}"]
+        );
         // Equal needs the value; Exists does not; effect must match when given.
-        let eq = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}));
+        let eq =
+            pod(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db"}]}));
         assert_eq!(run(&eq, &s), Ok(()));
-        let wrong = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web"}]}));
+        let wrong = pod(
+            json!({"tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web"}]}),
+        );
         assert!(run(&wrong, &s).is_err());
-        let ex = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]}));
+        let ex = pod(
+            json!({"tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}]}),
+        );
         assert_eq!(run(&ex, &s), Ok(()));
-        let other_effect = pod(json!({"tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]}));
+        let other_effect = pod(
+            json!({"tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]}),
+        );
         assert!(run(&other_effect, &s).is_err());
     }
 
@@ -313,9 +345,15 @@ mod tests {
             {"key": "a", "value": "1", "effect": "NoSchedule"},
             {"key": "b", "value": "2", "effect": "NoSchedule"},
         ]));
-        assert_eq!(run(&pod(json!({})), &s), Err(Rejection::UntoleratedTaint(1)));
+        assert_eq!(
+            run(&pod(json!({})), &s),
+            Err(Rejection::UntoleratedTaint(1))
+        );
         let tol_a = pod(json!({"tolerations": [{"key": "a", "operator": "Exists"}]}));
-        assert_eq!(reasons(&tol_a, &s), vec!["node(s) had untolerated taint {b: 2}"]);
+        assert_eq!(
+            reasons(&tol_a, &s),
+            vec!["node(s) had untolerated taint {b: 2}"]
+        );
     }
 
     #[test]
@@ -330,10 +368,14 @@ mod tests {
             vec!["node(s) had untolerated taint {node.kubernetes.io/not-ready: }"]
         );
         // DaemonSet-style toleration.
-        let ds = pod(json!({"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]}));
+        let ds = pod(
+            json!({"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]}),
+        );
         assert_eq!(run(&ds, &s), Ok(()));
         // The default NoExecute toleration (300 s) does not cover NoSchedule.
-        let default_tol = pod(json!({"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]}));
+        let default_tol = pod(
+            json!({"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]}),
+        );
         assert!(run(&default_tol, &s).is_err());
     }
 
@@ -342,7 +384,10 @@ mod tests {
         let s = one(node("n", "4", "8Gi"));
         let p = pod(json!({"nodeSelector": {"disk": "ssd"}}));
         assert_eq!(run(&p, &s), Err(Rejection::NodeAffinity));
-        assert_eq!(reasons(&p, &s), vec!["node(s) didn't match Pod's node affinity/selector"]);
+        assert_eq!(
+            reasons(&p, &s),
+            vec!["node(s) didn't match Pod's node affinity/selector"]
+        );
     }
 
     #[test]
@@ -353,10 +398,15 @@ mod tests {
             "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"},
                        "conditions": [{"type": "Ready", "status": "True"}]},
         }));
-        let p = pod(json!({"nodeSelector": {"x": "y"}, "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "8"}}}]}));
+        let p = pod(
+            json!({"nodeSelector": {"x": "y"}, "containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": "8"}}}]}),
+        );
         assert_eq!(run(&p, &one(n.clone())), Err(Rejection::NodeUnschedulable));
         n.spec.as_mut().unwrap().unschedulable = None;
-        assert_eq!(run(&p, &one(n.clone())), Err(Rejection::UntoleratedTaint(0)));
+        assert_eq!(
+            run(&p, &one(n.clone())),
+            Err(Rejection::UntoleratedTaint(0))
+        );
         n.spec.as_mut().unwrap().taints = None;
         assert_eq!(run(&p, &one(n.clone())), Err(Rejection::NodeAffinity));
         n.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
@@ -366,11 +416,18 @@ mod tests {
     #[test]
     fn resources_several_reasons_in_order() {
         let s = one(node("n", "1", "1Gi"));
-        let p = pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {
-            "cpu": "2", "memory": "2Gi", "ephemeral-storage": "200Gi", "example.com/gpu": "1"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {
+            "cpu": "2", "memory": "2Gi", "ephemeral-storage": "200Gi", "example.com/gpu": "1"}}}]}),
+        );
         assert_eq!(
             reasons(&p, &s),
-            vec!["Insufficient cpu", "Insufficient memory", "Insufficient ephemeral-storage", "Insufficient example.com/gpu"]
+            vec![
+                "Insufficient cpu",
+                "Insufficient memory",
+                "Insufficient ephemeral-storage",
+                "Insufficient example.com/gpu"
+            ]
         );
         assert_eq!(run(&p, &s).unwrap_err().code(), Code::Unschedulable);
     }
@@ -404,7 +461,10 @@ mod tests {
         s.add_pod(0, &r);
         assert_eq!(reasons(&be, &s), vec!["Too many pods"]);
         // Too many pods comes first, then the resources.
-        assert_eq!(reasons(&cpu_pod("1"), &s), vec!["Too many pods", "Insufficient cpu"]);
+        assert_eq!(
+            reasons(&cpu_pod("1"), &s),
+            vec!["Too many pods", "Insufficient cpu"]
+        );
     }
 
     #[test]
@@ -415,7 +475,11 @@ mod tests {
                        "conditions": [{"type": "Ready", "status": "True"}]},
         }));
         let mut s = one(n);
-        let gpu = |q: &str| pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"example.com/gpu": q}}}]}));
+        let gpu = |q: &str| {
+            pod(
+                json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"example.com/gpu": q}}}]}),
+            )
+        };
         assert_eq!(run(&gpu("2"), &s), Ok(()));
         assert_eq!(reasons(&gpu("3"), &s), vec!["Insufficient example.com/gpu"]);
         s.add_pod(0, &PodRequests::of(&gpu("1")));

@@ -195,7 +195,10 @@ impl<'s> Diagnosis<'s> {
             Rejection::NodeAffinity => self.node_affinity += 1,
             Rejection::UntoleratedTaint(i) => {
                 let t = &node.taints[*i];
-                *self.taints.entry((t.key.as_str(), t.value.as_str())).or_insert(0) += 1;
+                *self
+                    .taints
+                    .entry((t.key.as_str(), t.value.as_str()))
+                    .or_insert(0) += 1;
             }
             Rejection::Resources(s) => {
                 self.too_many_pods += usize::from(s.too_many_pods);
@@ -244,7 +247,10 @@ impl<'s> Diagnosis<'s> {
     /// The plugins that rejected at least one node, sorted.
     pub(crate) fn plugins(&self) -> Vec<&'static str> {
         let mut p = Vec::new();
-        let resources = self.too_many_pods + self.cpu + self.memory + self.ephemeral
+        let resources = self.too_many_pods
+            + self.cpu
+            + self.memory
+            + self.ephemeral
             + self.scalar.iter().sum::<usize>();
         for (count, name) in [
             (self.node_affinity, "NodeAffinity"),
@@ -271,7 +277,11 @@ mod tests {
 
     #[test]
     fn spec_example_insufficient_cpu() {
-        let m = msg(3, &[("Insufficient cpu", 3)], Some(preemption_message(3, 3, 0)));
+        let m = msg(
+            3,
+            &[("Insufficient cpu", 3)],
+            Some(preemption_message(3, 3, 0)),
+        );
         assert_eq!(
             m,
             "0/3 nodes are available: 3 Insufficient cpu. preemption: 0/3 nodes are available: 3 No preemption victims found for incoming pod."
@@ -283,7 +293,10 @@ mod tests {
         let m = msg(
             2,
             &[
-                ("node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }", 1),
+                (
+                    "node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }",
+                    1,
+                ),
                 ("Insufficient memory", 1),
             ],
             Some(preemption_message(2, 1, 1)),
@@ -298,7 +311,11 @@ mod tests {
     fn items_sort_as_byte_strings() {
         let m = msg(
             13,
-            &[("Insufficient cpu", 2), ("node(s) were unschedulable", 10), ("Too many pods", 1)],
+            &[
+                ("Insufficient cpu", 2),
+                ("node(s) were unschedulable", 10),
+                ("Too many pods", 1),
+            ],
             None,
         );
         assert_eq!(
@@ -306,8 +323,15 @@ mod tests {
             "0/13 nodes are available: 1 Too many pods, 10 node(s) were unschedulable, 2 Insufficient cpu."
         );
         // Equal counts: capitalised reasons sort before `node(s) ...`.
-        let m = msg(2, &[("node(s) were unschedulable", 1), ("Insufficient cpu", 1)], None);
-        assert_eq!(m, "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were unschedulable.");
+        let m = msg(
+            2,
+            &[("node(s) were unschedulable", 1), ("Insufficient cpu", 1)],
+            None,
+        );
+        assert_eq!(
+            m,
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were unschedulable."
+        );
     }
 
     #[test]
@@ -326,7 +350,10 @@ mod tests {
 
     #[test]
     fn no_nodes() {
-        assert_eq!(FitError::no_nodes(0).message(), "no nodes available to schedule pods");
+        assert_eq!(
+            FitError::no_nodes(0).message(),
+            "no nodes available to schedule pods"
+        );
     }
 
     #[test]

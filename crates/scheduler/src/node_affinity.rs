@@ -60,7 +60,13 @@ enum FieldReq<'a> {
 impl FieldReq<'_> {
     fn matches(&self, node_name: &str) -> bool {
         // Only metadata.name exists; any other field reads as "".
-        let get = |f: &str| if f == OBJECT_NAME_FIELD { node_name } else { "" };
+        let get = |f: &str| {
+            if f == OBJECT_NAME_FIELD {
+                node_name
+            } else {
+                ""
+            }
+        };
         match self {
             FieldReq::Eq(f, v) => get(f) == *v,
             FieldReq::Ne(f, v) => get(f) != *v,
@@ -167,7 +173,10 @@ impl<'a> RequiredAffinity<'a> {
             .affinity
             .as_ref()
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|na| {
+                na.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .map(|ns| {
                 ns.node_selector_terms
                     .iter()
@@ -211,7 +220,10 @@ impl<'a> PreferredAffinity<'a> {
             .as_ref()
             .and_then(|s| s.affinity.as_ref())
             .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|na| na.preferred_during_scheduling_ignored_during_execution.as_ref())
+            .and_then(|na| {
+                na.preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
             .into_iter()
             .flatten()
             .filter(|t| t.weight != 0)
@@ -258,7 +270,10 @@ pub fn prefilter_nodes(pod: &Pod) -> PreFilterNodes<'_> {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| na.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|ns| &ns.node_selector_terms)
         .filter(|t| !t.is_empty())
     else {
@@ -323,42 +338,130 @@ mod tests {
     #[test]
     fn node_selector_is_equality_on_every_key() {
         let p = pod(json!({"nodeSelector": {"disk": "ssd", "zone": "a"}}));
-        assert!(matches(&p, &labels(&[("disk", "ssd"), ("zone", "a"), ("x", "y")]), "n"));
+        assert!(matches(
+            &p,
+            &labels(&[("disk", "ssd"), ("zone", "a"), ("x", "y")]),
+            "n"
+        ));
         assert!(!matches(&p, &labels(&[("disk", "ssd")]), "n"));
-        assert!(!matches(&p, &labels(&[("disk", "hdd"), ("zone", "a")]), "n"));
+        assert!(!matches(
+            &p,
+            &labels(&[("disk", "hdd"), ("zone", "a")]),
+            "n"
+        ));
         assert!(RequiredAffinity::of(&pod(json!({}))).is_empty());
     }
 
     #[test]
     fn operators() {
         let l = labels(&[("zone", "a"), ("cores", "16")]);
-        assert!(matches(&required(json!([expr("zone", "In", &["a", "b"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("zone", "In", &["b"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("zone", "NotIn", &["a"])])), &l, "n"));
-        assert!(matches(&required(json!([expr("zone", "NotIn", &["b"])])), &l, "n"));
+        assert!(matches(
+            &required(json!([expr("zone", "In", &["a", "b"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("zone", "In", &["b"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("zone", "NotIn", &["a"])])),
+            &l,
+            "n"
+        ));
+        assert!(matches(
+            &required(json!([expr("zone", "NotIn", &["b"])])),
+            &l,
+            "n"
+        ));
         // NotIn matches a node without the label.
-        assert!(matches(&required(json!([expr("rack", "NotIn", &["r1"])])), &l, "n"));
-        assert!(matches(&required(json!([expr("zone", "Exists", &[])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("rack", "Exists", &[])])), &l, "n"));
-        assert!(matches(&required(json!([expr("rack", "DoesNotExist", &[])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("zone", "DoesNotExist", &[])])), &l, "n"));
-        assert!(matches(&required(json!([expr("cores", "Gt", &["8"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("cores", "Gt", &["16"])])), &l, "n"));
-        assert!(matches(&required(json!([expr("cores", "Lt", &["17"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("cores", "Lt", &["16"])])), &l, "n"));
+        assert!(matches(
+            &required(json!([expr("rack", "NotIn", &["r1"])])),
+            &l,
+            "n"
+        ));
+        assert!(matches(
+            &required(json!([expr("zone", "Exists", &[])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("rack", "Exists", &[])])),
+            &l,
+            "n"
+        ));
+        assert!(matches(
+            &required(json!([expr("rack", "DoesNotExist", &[])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("zone", "DoesNotExist", &[])])),
+            &l,
+            "n"
+        ));
+        assert!(matches(
+            &required(json!([expr("cores", "Gt", &["8"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("cores", "Gt", &["16"])])),
+            &l,
+            "n"
+        ));
+        assert!(matches(
+            &required(json!([expr("cores", "Lt", &["17"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("cores", "Lt", &["16"])])),
+            &l,
+            "n"
+        ));
         // Gt on a missing or non-integer label is false.
-        assert!(!matches(&required(json!([expr("rack", "Gt", &["1"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("zone", "Gt", &["1"])])), &l, "n"));
+        assert!(!matches(
+            &required(json!([expr("rack", "Gt", &["1"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("zone", "Gt", &["1"])])),
+            &l,
+            "n"
+        ));
     }
 
     #[test]
     fn invalid_requirements_match_nothing() {
         let l = labels(&[("zone", "a"), ("cores", "16")]);
-        assert!(!matches(&required(json!([expr("zone", "In", &[])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("zone", "Exists", &["a"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("cores", "Gt", &["x"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("cores", "Gt", &["1", "2"])])), &l, "n"));
-        assert!(!matches(&required(json!([expr("zone", "Bogus", &["a"])])), &l, "n"));
+        assert!(!matches(
+            &required(json!([expr("zone", "In", &[])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("zone", "Exists", &["a"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("cores", "Gt", &["x"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("cores", "Gt", &["1", "2"])])),
+            &l,
+            "n"
+        ));
+        assert!(!matches(
+            &required(json!([expr("zone", "Bogus", &["a"])])),
+            &l,
+            "n"
+        ));
         // ... but another valid term can still match (terms are ORed).
         let p = required(json!([expr("zone", "In", &[]), expr("zone", "In", &["a"])]));
         assert!(matches(&p, &l, "n"));
@@ -396,19 +499,25 @@ mod tests {
 
     #[test]
     fn match_fields_metadata_name() {
-        let p = required(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]));
+        let p = required(
+            json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]),
+        );
         assert!(matches(&p, &labels(&[]), "n1"));
         assert!(!matches(&p, &labels(&[]), "n2"));
         assert_eq!(
             prefilter_nodes(&p),
             PreFilterNodes::Only(["n1"].into_iter().collect())
         );
-        let p = required(json!([{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}]));
+        let p = required(
+            json!([{"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}]),
+        );
         assert!(!matches(&p, &labels(&[]), "n1"));
         assert!(matches(&p, &labels(&[]), "n2"));
         assert_eq!(prefilter_nodes(&p), PreFilterNodes::All);
         // Two values are invalid for a field requirement.
-        let p = required(json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1", "n2"]}]}]));
+        let p = required(
+            json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1", "n2"]}]}]),
+        );
         assert!(!matches(&p, &labels(&[]), "n1"));
     }
 
@@ -416,7 +525,10 @@ mod tests {
     fn prefilter_union_intersection_and_conflict() {
         let f = |v: &[&str]| json!({"key": "metadata.name", "operator": "In", "values": v});
         let p = required(json!([{"matchFields": [f(&["a"])]}, {"matchFields": [f(&["b"])]}]));
-        assert_eq!(prefilter_nodes(&p), PreFilterNodes::Only(["a", "b"].into_iter().collect()));
+        assert_eq!(
+            prefilter_nodes(&p),
+            PreFilterNodes::Only(["a", "b"].into_iter().collect())
+        );
         let p = required(json!([{"matchFields": [f(&["a"]), f(&["b"])]}]));
         assert_eq!(prefilter_nodes(&p), PreFilterNodes::Conflict);
         let p = required(json!([{"matchFields": [f(&["a"])]}, expr("zone", "In", &["z"])]));
@@ -426,12 +538,14 @@ mod tests {
 
     #[test]
     fn preferred_sums_matching_weights() {
-        let p = pod(json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 5, "preference": expr("zone", "In", &["a"])},
-            {"weight": 3, "preference": expr("disk", "Exists", &[])},
-            {"weight": 0, "preference": expr("zone", "In", &["a"])},
-            {"weight": 7, "preference": {}},
-        ]}}}));
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 5, "preference": expr("zone", "In", &["a"])},
+                {"weight": 3, "preference": expr("disk", "Exists", &[])},
+                {"weight": 0, "preference": expr("zone", "In", &["a"])},
+                {"weight": 7, "preference": {}},
+            ]}}}),
+        );
         let pref = PreferredAffinity::of(&p);
         assert_eq!(pref.score(&labels(&[("zone", "a"), ("disk", "x")]), "n"), 8);
         assert_eq!(pref.score(&labels(&[("zone", "a")]), "n"), 5);

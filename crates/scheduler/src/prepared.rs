@@ -44,7 +44,9 @@ impl<'a> PreparedPod<'a> {
         let tolerates_unschedulable = tolerations
             .iter()
             .any(|t| t.tolerates(TAINT_NODE_UNSCHEDULABLE, "", TaintEffect::NoSchedule));
-        let init = spec.and_then(|s| s.init_containers.as_deref()).unwrap_or(&[]);
+        let init = spec
+            .and_then(|s| s.init_containers.as_deref())
+            .unwrap_or(&[]);
         let app = spec.map(|s| s.containers.as_slice()).unwrap_or(&[]);
         let images = init
             .iter()
@@ -96,9 +98,18 @@ mod tests {
     fn image_normalisation() {
         assert_eq!(normalized_image_name("nginx"), "nginx:latest");
         assert_eq!(normalized_image_name("nginx:1.25"), "nginx:1.25");
-        assert_eq!(normalized_image_name("docker.io/library/nginx"), "docker.io/library/nginx:latest");
-        assert_eq!(normalized_image_name("host:5000/app"), "host:5000/app:latest");
-        assert_eq!(normalized_image_name("host:5000/app:v1"), "host:5000/app:v1");
+        assert_eq!(
+            normalized_image_name("docker.io/library/nginx"),
+            "docker.io/library/nginx:latest"
+        );
+        assert_eq!(
+            normalized_image_name("host:5000/app"),
+            "host:5000/app:latest"
+        );
+        assert_eq!(
+            normalized_image_name("host:5000/app:v1"),
+            "host:5000/app:v1"
+        );
         assert_eq!(normalized_image_name("app@sha256:abc"), "app@sha256:abc");
     }
 }

@@ -103,7 +103,11 @@ impl Default for SchedulingQueue {
 }
 
 impl SchedulingQueue {
-    pub fn new(initial_backoff: Duration, max_backoff: Duration, max_in_unschedulable: Duration) -> Self {
+    pub fn new(
+        initial_backoff: Duration,
+        max_backoff: Duration,
+        max_in_unschedulable: Duration,
+    ) -> Self {
         SchedulingQueue {
             initial_backoff,
             max_backoff,
@@ -214,7 +218,9 @@ impl SchedulingQueue {
     /// to backoffQ (back-off not expired) or activeQ. In-flight pods remember that it happened.
     pub fn on_cluster_event(&mut self, now: Duration) {
         self.events += 1;
-        let keys: Vec<String> = std::mem::take(&mut self.unschedulable).into_values().collect();
+        let keys: Vec<String> = std::mem::take(&mut self.unschedulable)
+            .into_values()
+            .collect();
         for key in keys {
             self.move_on(&key, now);
         }
@@ -392,7 +398,8 @@ impl SchedulingQueue {
         };
         e.location = Location::Unschedulable;
         e.seq = seq;
-        self.unschedulable.insert((e.timestamp, seq), key.to_string());
+        self.unschedulable
+            .insert((e.timestamp, seq), key.to_string());
     }
 }
 
@@ -494,7 +501,10 @@ mod tests {
         q.push_active("p", s(0.0));
         q.pop_active();
         q.mark_unschedulable("p", s(0.0));
-        assert_eq!(q.next_wakeup(s(0.0)), Some(s(300.0) + Duration::from_nanos(1)));
+        assert_eq!(
+            q.next_wakeup(s(0.0)),
+            Some(s(300.0) + Duration::from_nanos(1))
+        );
         q.flush(s(300.0));
         assert_eq!(q.location("p"), Some(Location::Unschedulable));
         q.flush(s(300.5));

@@ -33,7 +33,9 @@ impl Resources {
     pub fn add(&mut self, other: &Resources) {
         self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
         self.memory = self.memory.saturating_add(other.memory);
-        self.ephemeral_storage = self.ephemeral_storage.saturating_add(other.ephemeral_storage);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_add(other.ephemeral_storage);
         self.pods = self.pods.saturating_add(other.pods);
     }
 
@@ -41,7 +43,9 @@ impl Resources {
     pub fn sub(&mut self, other: &Resources) {
         self.milli_cpu = self.milli_cpu.saturating_sub(other.milli_cpu);
         self.memory = self.memory.saturating_sub(other.memory);
-        self.ephemeral_storage = self.ephemeral_storage.saturating_sub(other.ephemeral_storage);
+        self.ephemeral_storage = self
+            .ephemeral_storage
+            .saturating_sub(other.ephemeral_storage);
         self.pods = self.pods.saturating_sub(other.pods);
     }
 }
@@ -244,7 +248,11 @@ impl Amounts {
 }
 
 /// Combines two name-sorted lists, applying `f` to names present in both.
-fn merge_scalar(into: &mut Vec<(String, i128)>, from: &[(String, i128)], f: fn(i128, i128) -> i128) {
+fn merge_scalar(
+    into: &mut Vec<(String, i128)>,
+    from: &[(String, i128)],
+    f: fn(i128, i128) -> i128,
+) {
     for (name, v) in from {
         match into.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             Ok(i) => into[i].1 = f(into[i].1, *v),
@@ -352,7 +360,13 @@ mod tests {
         ]}));
         let r = PodRequests::of(&p);
         assert!(r.is_best_effort());
-        assert_eq!(r.requests, Resources { pods: 1, ..Default::default() });
+        assert_eq!(
+            r.requests,
+            Resources {
+                pods: 1,
+                ..Default::default()
+            }
+        );
         assert_eq!(r.non_zero.milli_cpu, 200);
         assert_eq!(r.non_zero.memory, 400 * MI);
     }
@@ -402,7 +416,10 @@ mod tests {
         let r = PodRequests::of(&p);
         assert_eq!(
             r.scalar,
-            vec![("example.com/gpu".to_string(), 2), ("hugepages-2Mi".to_string(), 4 * MI)]
+            vec![
+                ("example.com/gpu".to_string(), 2),
+                ("hugepages-2Mi".to_string(), 4 * MI)
+            ]
         );
         assert!(!r.is_best_effort());
     }

@@ -8,7 +8,7 @@
 
 use crate::filter::filter_node;
 use crate::fit_error::{
-    Diagnosis, FitError, PREEMPTION_POLICY_NEVER, prefilter_excluded_reason, preemption_message,
+    Diagnosis, FitError, PREEMPTION_POLICY_NEVER, preemption_message, prefilter_excluded_reason,
 };
 use crate::node_affinity::{ERR_REASON_CONFLICT, PreFilterNodes};
 use crate::prepared::PreparedPod;
@@ -100,7 +100,13 @@ pub fn schedule_one(
     rng_seed: u64,
 ) -> Result<Placement, FitError> {
     let prepared = PreparedPod::new(pod);
-    schedule_prepared(&prepared, snapshot, start_index, rng_seed, &ScheduleOptions::default())
+    schedule_prepared(
+        &prepared,
+        snapshot,
+        start_index,
+        rng_seed,
+        &ScheduleOptions::default(),
+    )
 }
 
 /// The candidate nodes of a cycle after PreFilter.
@@ -231,7 +237,12 @@ pub fn schedule_prepared(
 }
 
 /// The preemption PostFilter's message.
-fn post_filter(pod: &PreparedPod<'_>, num_all: usize, no_victims: usize, not_helpful: usize) -> String {
+fn post_filter(
+    pod: &PreparedPod<'_>,
+    num_all: usize,
+    no_victims: usize,
+    not_helpful: usize,
+) -> String {
     if pod.preemption_never {
         format!("preemption: {PREEMPTION_POLICY_NEVER}")
     } else {
@@ -249,7 +260,12 @@ struct Raw {
 
 /// Scores the feasible nodes and picks the best; ties are broken uniformly at random by
 /// reservoir sampling. Returns the node index and its total.
-fn select_host(pod: &PreparedPod<'_>, snapshot: &Snapshot, feasible: &[usize], seed: u64) -> (usize, i64) {
+fn select_host(
+    pod: &PreparedPod<'_>,
+    snapshot: &Snapshot,
+    feasible: &[usize],
+    seed: u64,
+) -> (usize, i64) {
     let nodes = snapshot.nodes();
     let total_nodes = snapshot.num_nodes();
     let images: Vec<(u32, i64)> = pod
@@ -355,7 +371,9 @@ mod tests {
     }
 
     fn cpu_pod(cpu: &str) -> Pod {
-        pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]}))
+        pod(
+            json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]}),
+        )
     }
 
     fn nodes(n: usize) -> Vec<Node> {
@@ -465,9 +483,11 @@ mod tests {
         let mut all = nodes(3);
         all[2].metadata.labels = Some([("zone".to_string(), "b".to_string())].into());
         let s = Snapshot::from_nodes(&all);
-        let p = pod(json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-            {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}
-        ]}}}));
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 10, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]}}
+            ]}}}),
+        );
         for seed in 0..20 {
             assert_eq!(schedule_one(&p, &s, 0, seed).unwrap().node_name, "n2");
         }
@@ -482,10 +502,17 @@ mod tests {
         };
         let s = Snapshot::from_nodes(&[soft("a"), node("b", "4", "8Gi"), soft("c")]);
         for seed in 0..20 {
-            assert_eq!(schedule_one(&pod(json!({})), &s, 0, seed).unwrap().node_name, "b");
+            assert_eq!(
+                schedule_one(&pod(json!({})), &s, 0, seed)
+                    .unwrap()
+                    .node_name,
+                "b"
+            );
         }
         // Tolerating it levels the field.
-        let tol = pod(json!({"tolerations": [{"key": "soft", "operator": "Exists", "effect": "PreferNoSchedule"}]}));
+        let tol = pod(
+            json!({"tolerations": [{"key": "soft", "operator": "Exists", "effect": "PreferNoSchedule"}]}),
+        );
         let picks: BTreeSet<String> = (0..50)
             .map(|seed| schedule_one(&tol, &s, 0, seed).unwrap().node_name)
             .collect();
@@ -502,7 +529,11 @@ mod tests {
                            "images": [{"names": ["registry/app:v1"], "sizeBytes": 800i64 * 1024 * 1024}]},
             }))
         };
-        let s = Snapshot::from_nodes(&[node("a", "4", "8Gi"), with_image("b"), node("c", "4", "8Gi")]);
+        let s = Snapshot::from_nodes(&[
+            node("a", "4", "8Gi"),
+            with_image("b"),
+            node("c", "4", "8Gi"),
+        ]);
         let p = pod(json!({"containers": [{"name": "c", "image": "registry/app:v1"}]}));
         for seed in 0..20 {
             assert_eq!(schedule_one(&p, &s, 0, seed).unwrap().node_name, "b");
@@ -531,7 +562,9 @@ mod tests {
                        "conditions": [{"type": "Ready", "status": "True"}]},
         }));
         let s = Snapshot::from_nodes(&[cp, node("w", "4", "1Gi")]);
-        let p = pod(json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"memory": "2Gi"}}}]}));
+        let p = pod(
+            json!({"containers": [{"name": "c", "image": "x", "resources": {"requests": {"memory": "2Gi"}}}]}),
+        );
         assert_eq!(
             schedule_one(&p, &s, 0, 1).unwrap_err().message(),
             "0/2 nodes are available: 1 Insufficient memory, 1 node(s) had untolerated taint {node-role.kubernetes.io/control-plane: }. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
@@ -569,7 +602,9 @@ mod tests {
         }));
         let s = Snapshot::from_nodes(&[full, down]);
         assert_eq!(
-            schedule_one(&pod(json!({})), &s, 0, 1).unwrap_err().message(),
+            schedule_one(&pod(json!({})), &s, 0, 1)
+                .unwrap_err()
+                .message(),
             "0/2 nodes are available: 1 Too many pods, 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }. preemption: 0/2 nodes are available: 1 No preemption victims found for incoming pod, 1 Preemption is not helpful for scheduling."
         );
     }
@@ -594,7 +629,11 @@ mod tests {
 
     #[test]
     fn daemonset_style_node_pinning() {
-        let s = Snapshot::from_nodes(&[node("a", "1", "1Gi"), node("b", "1", "1Gi"), node("c", "1", "1Gi")]);
+        let s = Snapshot::from_nodes(&[
+            node("a", "1", "1Gi"),
+            node("b", "1", "1Gi"),
+            node("c", "1", "1Gi"),
+        ]);
         let pinned = |cpu: &str, name: &str| {
             pod(json!({
                 "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
@@ -622,12 +661,14 @@ mod tests {
     #[test]
     fn conflicting_name_pins() {
         let s = Snapshot::from_nodes(&nodes(2));
-        let p = pod(json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchFields": [
-                {"key": "metadata.name", "operator": "In", "values": ["n0"]},
-                {"key": "metadata.name", "operator": "In", "values": ["n1"]},
-            ]}
-        ]}}}}));
+        let p = pod(
+            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": ["n0"]},
+                    {"key": "metadata.name", "operator": "In", "values": ["n1"]},
+                ]}
+            ]}}}}),
+        );
         assert_eq!(
             schedule_one(&p, &s, 0, 1).unwrap_err().message(),
             "0/2 nodes are available: pod affinity terms conflict. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
@@ -645,7 +686,10 @@ mod tests {
                     assert!(s.add_pod(pl.node_index, &pl.requests));
                     placed += 1;
                 }
-                Err(e) => assert!(e.message().starts_with("0/3 nodes are available: 3 Insufficient cpu.")),
+                Err(e) => assert!(
+                    e.message()
+                        .starts_with("0/3 nodes are available: 3 Insufficient cpu.")
+                ),
             }
         }
         // 3 nodes × 4 cpu.
@@ -658,12 +702,30 @@ mod tests {
     #[test]
     fn responsibility() {
         assert!(responsible_for(&pod(json!({})), DEFAULT_SCHEDULER_NAME));
-        assert!(responsible_for(&pod(json!({"schedulerName": "default-scheduler"})), "default-scheduler"));
-        assert!(!responsible_for(&pod(json!({"schedulerName": "other"})), "default-scheduler"));
-        assert!(responsible_for(&pod(json!({"schedulerName": "other"})), "other"));
-        assert!(!responsible_for(&pod(json!({"nodeName": "n"})), "default-scheduler"));
-        assert!(!responsible_for(&pod(json!({"schedulingGates": [{"name": "g"}]})), "default-scheduler"));
-        assert!(responsible_for(&pod(json!({"schedulingGates": []})), "default-scheduler"));
+        assert!(responsible_for(
+            &pod(json!({"schedulerName": "default-scheduler"})),
+            "default-scheduler"
+        ));
+        assert!(!responsible_for(
+            &pod(json!({"schedulerName": "other"})),
+            "default-scheduler"
+        ));
+        assert!(responsible_for(
+            &pod(json!({"schedulerName": "other"})),
+            "other"
+        ));
+        assert!(!responsible_for(
+            &pod(json!({"nodeName": "n"})),
+            "default-scheduler"
+        ));
+        assert!(!responsible_for(
+            &pod(json!({"schedulingGates": [{"name": "g"}]})),
+            "default-scheduler"
+        ));
+        assert!(responsible_for(
+            &pod(json!({"schedulingGates": []})),
+            "default-scheduler"
+        ));
         let mut done = pod(json!({}));
         done.status = Some(k8s_openapi::api::core::v1::PodStatus {
             phase: Some("Succeeded".into()),

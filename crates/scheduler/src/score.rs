@@ -32,11 +32,15 @@ pub fn least_allocated(pod: &PodRequests, node: &NodeInfo) -> i64 {
     let pairs = [
         (
             node.allocatable.milli_cpu,
-            node.non_zero_requested.milli_cpu.saturating_add(pod.non_zero.milli_cpu),
+            node.non_zero_requested
+                .milli_cpu
+                .saturating_add(pod.non_zero.milli_cpu),
         ),
         (
             node.allocatable.memory,
-            node.non_zero_requested.memory.saturating_add(pod.non_zero.memory),
+            node.non_zero_requested
+                .memory
+                .saturating_add(pod.non_zero.memory),
         ),
     ];
     let mut score = 0i64;
@@ -71,7 +75,9 @@ pub fn balanced_allocation(pod: &PodRequests, node: &NodeInfo) -> Option<i64> {
     let pairs = [
         (
             node.allocatable.milli_cpu,
-            node.requested.milli_cpu.saturating_add(pod.requests.milli_cpu),
+            node.requested
+                .milli_cpu
+                .saturating_add(pod.requests.milli_cpu),
         ),
         (
             node.allocatable.memory,
@@ -176,7 +182,11 @@ pub fn default_normalize(scores: &mut [i64], reverse: bool) {
 /// Normalises one raw score against the maximum of its cycle (same rule as
 /// [`default_normalize`], for a single value).
 pub fn normalize_one(score: i64, max: i64, reverse: bool) -> i64 {
-    let v = if max <= 0 { 0 } else { MAX_NODE_SCORE * score / max };
+    let v = if max <= 0 {
+        0
+    } else {
+        MAX_NODE_SCORE * score / max
+    };
     if reverse { MAX_NODE_SCORE - v } else { v }
 }
 
@@ -206,10 +216,16 @@ mod tests {
         // Upstream's classic example: node 4000m / 10000 bytes, pod 3000m / 5000.
         // cpu: (4000-3000)*100/4000 = 25, memory: (10000-5000)*100/10000 = 50 -> (25+50)/2 = 37
         let mut s = Snapshot::from_nodes(&[node("n", "4", "10000")]);
-        assert_eq!(least_allocated(&pod_req(3000, 5000), s.node(0).unwrap()), 37);
+        assert_eq!(
+            least_allocated(&pod_req(3000, 5000), s.node(0).unwrap()),
+            37
+        );
         // Existing usage counts: +1000m/+2000 -> cpu 0, mem 30 -> 15
         s.add_pod(0, &pod_req(1000, 2000));
-        assert_eq!(least_allocated(&pod_req(3000, 5000), s.node(0).unwrap()), 15);
+        assert_eq!(
+            least_allocated(&pod_req(3000, 5000), s.node(0).unwrap()),
+            15
+        );
         // Over-commit scores 0 for that resource.
         assert_eq!(least_allocated(&pod_req(9000, 0), s.node(0).unwrap()), 40);
     }
@@ -218,7 +234,10 @@ mod tests {
     fn least_allocated_uses_non_zero_defaults() {
         let s = Snapshot::from_nodes(&[node("n", "1", "1000Mi")]);
         let be = PodRequests {
-            requests: Resources { pods: 1, ..Default::default() },
+            requests: Resources {
+                pods: 1,
+                ..Default::default()
+            },
             non_zero: Resources {
                 milli_cpu: 100,
                 memory: 200 << 20,
@@ -235,13 +254,25 @@ mod tests {
     fn balanced_allocation_examples() {
         let s = Snapshot::from_nodes(&[node("n", "4", "10000")]);
         // cpu 3000/4000 = 0.75, mem 5000/10000 = 0.5 -> std 0.125 -> 87.5 -> 87
-        assert_eq!(balanced_allocation(&pod_req(3000, 5000), s.node(0).unwrap()), Some(87));
+        assert_eq!(
+            balanced_allocation(&pod_req(3000, 5000), s.node(0).unwrap()),
+            Some(87)
+        );
         // Equal fractions -> 100.
-        assert_eq!(balanced_allocation(&pod_req(2000, 5000), s.node(0).unwrap()), Some(100));
+        assert_eq!(
+            balanced_allocation(&pod_req(2000, 5000), s.node(0).unwrap()),
+            Some(100)
+        );
         // Fractions are capped at 1: cpu 8000/4000 -> 1, mem 0.0001 -> std 0.49995 -> 50.005 -> 50.
-        assert_eq!(balanced_allocation(&pod_req(8000, 1), s.node(0).unwrap()), Some(50));
+        assert_eq!(
+            balanced_allocation(&pod_req(8000, 1), s.node(0).unwrap()),
+            Some(50)
+        );
         // Best-effort pods are skipped.
-        assert_eq!(balanced_allocation(&pod_req(0, 0), s.node(0).unwrap()), None);
+        assert_eq!(
+            balanced_allocation(&pod_req(0, 0), s.node(0).unwrap()),
+            None
+        );
     }
 
     #[test]
@@ -255,7 +286,48 @@ mod tests {
         assert_eq!(image_locality_priority(20 * MB, 1), 0);
         assert_eq!(image_locality_priority(5000 * MB, 1), 100);
         // Thresholds scale with the number of containers: 1000 MiB over 2 containers.
-        assert_eq!(image_locality_priority(1000 * MB, 2), 100 * (977 * MB) / (1977 * MB));
+        assert_eq!(
+            image_locality_priority(1000 * MB, 2),
+            100 * (977 * MB) / (1977 * MB)
+        );
+    }
+
+    #[test]
+    fn image_locality_on_a_snapshot() {
+        use crate::prepared::PreparedPod;
+        use crate::snapshot::tests::node_json;
+        use serde_json::json;
+        let n = |name: &str, has: bool| {
+            let images = if has {
+                json!([{"names": ["app:latest"], "sizeBytes": 500 * MB}])
+            } else {
+                json!([])
+            };
+            node_json(json!({"metadata": {"name": name}, "status": {
+                "allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"},
+                "images": images}}))
+        };
+        let s = Snapshot::from_nodes(&[n("a", true), n("b", false), n("c", true), n("d", false)]);
+        // The spec says `app`; it is normalised to `app:latest` and matches exactly.
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "app"}]}}),
+        )
+        .unwrap();
+        let pp = PreparedPod::new(&pod);
+        let images: Vec<(u32, i64)> = pp
+            .images
+            .iter()
+            .filter_map(|name| {
+                s.image(name)
+                    .map(|(id, st)| (id, scaled_image_score(st.size, st.nodes, s.num_nodes())))
+            })
+            .collect();
+        let scores: Vec<i64> = s
+            .nodes()
+            .iter()
+            .map(|node| image_locality(&images, pp.num_containers, node))
+            .collect();
+        assert_eq!(scores, vec![23, 0, 23, 0]);
     }
 
     #[test]

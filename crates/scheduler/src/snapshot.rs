@@ -234,9 +234,17 @@ impl Snapshot {
         for n in &self.nodes {
             total += s(&n.name);
             // BTreeMap nodes: entries plus roughly 50% slack.
-            total += n.labels.iter().map(|(k, v)| s(k) + s(v) + 48 + 24).sum::<usize>();
+            total += n
+                .labels
+                .iter()
+                .map(|(k, v)| s(k) + s(v) + 48 + 24)
+                .sum::<usize>();
             total += n.taints.capacity() * std::mem::size_of::<Taint>();
-            total += n.taints.iter().map(|t| s(&t.key) + s(&t.value)).sum::<usize>();
+            total += n
+                .taints
+                .iter()
+                .map(|t| s(&t.key) + s(&t.value))
+                .sum::<usize>();
             for list in [&n.allocatable_scalar, &n.requested_scalar] {
                 total += list.capacity() * std::mem::size_of::<(String, i64)>();
                 total += list.iter().map(|(k, _)| s(k)).sum::<usize>();
@@ -332,7 +340,10 @@ fn node_fields(node: &Node, name: String, images: Vec<u32>, generation: u64) -> 
         })
         .collect();
     for t in condition_taints(node) {
-        if !taints.iter().any(|o| o.key == t.key && o.effect == t.effect) {
+        if !taints
+            .iter()
+            .any(|o| o.key == t.key && o.effect == t.effect)
+        {
             taints.push(t);
         }
     }
@@ -357,7 +368,9 @@ fn node_fields(node: &Node, name: String, images: Vec<u32>, generation: u64) -> 
     }
 }
 
-fn parse_allocatable(list: Option<&BTreeMap<String, ApiQuantity>>) -> (Resources, Vec<(String, i64)>) {
+fn parse_allocatable(
+    list: Option<&BTreeMap<String, ApiQuantity>>,
+) -> (Resources, Vec<(String, i64)>) {
     let mut r = Resources::default();
     let mut scalar = Vec::new();
     for (name, q) in list.into_iter().flatten() {
@@ -471,7 +484,11 @@ pub(crate) mod tests {
 
     #[test]
     fn upsert_keeps_pods_and_remove_reindexes() {
-        let mut s = Snapshot::from_nodes(&[node("a", "4", "8Gi"), node("b", "4", "8Gi"), node("c", "4", "8Gi")]);
+        let mut s = Snapshot::from_nodes(&[
+            node("a", "4", "8Gi"),
+            node("b", "4", "8Gi"),
+            node("c", "4", "8Gi"),
+        ]);
         s.add_pod(0, &reqs(100, 0));
         s.upsert_node(&node("a", "8", "8Gi"));
         let a = s.get("a").unwrap();
@@ -490,7 +507,10 @@ pub(crate) mod tests {
         let img = |names: &[&str], size: i64| json!({"names": names, "sizeBytes": size});
         let mut s = Snapshot::from_nodes(&[
             with_images("a", json!([img(&["nginx:1.25", "nginx@sha256:x"], 100)])),
-            with_images("b", json!([img(&["nginx:1.25"], 999), img(&["redis:7"], 50)])),
+            with_images(
+                "b",
+                json!([img(&["nginx:1.25"], 999), img(&["redis:7"], 50)]),
+            ),
         ]);
         let (_, st) = s.image("nginx:1.25").unwrap();
         assert_eq!((st.size, st.nodes), (100, 2));

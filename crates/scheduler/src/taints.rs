@@ -174,7 +174,11 @@ pub fn condition_taints(node: &Node) -> Vec<Taint> {
     }
     if !saw_ready {
         // A node that has not reported Ready yet still carries the kubelet's registration taint.
-        out.push(Taint::new(TAINT_NODE_NOT_READY, "", TaintEffect::NoSchedule));
+        out.push(Taint::new(
+            TAINT_NODE_NOT_READY,
+            "",
+            TaintEffect::NoSchedule,
+        ));
     }
     out
 }
@@ -212,13 +216,28 @@ mod tests {
         assert!(!check(t, "k", "v", TaintEffect::NoExecute));
         // No operator means Equal; no value equals an empty value.
         assert!(check(json!({"key": "k"}), "k", "", TaintEffect::NoSchedule));
-        assert!(!check(json!({"key": "k"}), "k", "x", TaintEffect::NoSchedule));
+        assert!(!check(
+            json!({"key": "k"}),
+            "k",
+            "x",
+            TaintEffect::NoSchedule
+        ));
     }
 
     #[test]
     fn exists_ignores_the_value_and_empty_key_matches_all() {
-        assert!(check(json!({"key": "k", "operator": "Exists"}), "k", "anything", TaintEffect::NoExecute));
-        assert!(check(json!({"operator": "Exists"}), "any", "x", TaintEffect::PreferNoSchedule));
+        assert!(check(
+            json!({"key": "k", "operator": "Exists"}),
+            "k",
+            "anything",
+            TaintEffect::NoExecute
+        ));
+        assert!(check(
+            json!({"operator": "Exists"}),
+            "any",
+            "x",
+            TaintEffect::PreferNoSchedule
+        ));
         assert!(!check(
             json!({"operator": "Exists", "effect": "NoSchedule"}),
             "any",
@@ -230,14 +249,23 @@ mod tests {
     #[test]
     fn empty_effect_matches_every_effect() {
         let t = json!({"key": "k", "operator": "Exists"});
-        for e in [TaintEffect::NoSchedule, TaintEffect::PreferNoSchedule, TaintEffect::NoExecute] {
+        for e in [
+            TaintEffect::NoSchedule,
+            TaintEffect::PreferNoSchedule,
+            TaintEffect::NoExecute,
+        ] {
             assert!(check(t.clone(), "k", "", e));
         }
     }
 
     #[test]
     fn unknown_operator_tolerates_nothing() {
-        assert!(!check(json!({"key": "k", "operator": "Gt", "value": "1"}), "k", "1", TaintEffect::NoSchedule));
+        assert!(!check(
+            json!({"key": "k", "operator": "Gt", "value": "1"}),
+            "k",
+            "1",
+            TaintEffect::NoSchedule
+        ));
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub enum Which {
 
 pub async fn run(which: Which) -> Result<(), String> {
     match which {
-        Which::Api { pods, concurrency, connections } => api(pods, concurrency, connections).await,
+        Which::Api {
+            pods,
+            concurrency,
+            connections,
+        } => api(pods, concurrency, connections).await,
     }
 }
 
@@ -71,7 +75,9 @@ async fn api(pods: usize, concurrency: usize, connections: usize) -> Result<(), 
         bind: "127.0.0.1:0".parse().expect("addr"),
         extra_sans: vec![],
     };
-    let server = skiff_apiserver::start(cfg, Arc::new(store)).await.map_err(|e| e.to_string())?;
+    let server = skiff_apiserver::start(cfg, Arc::new(store))
+        .await
+        .map_err(|e| e.to_string())?;
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
         clients.push(client_for(&server).await?);
@@ -104,7 +110,9 @@ async fn api(pods: usize, concurrency: usize, connections: usize) -> Result<(), 
         }
     });
 
-    eprintln!("creating {pods} pods with {concurrency} concurrent clients over {connections} connections...");
+    eprintln!(
+        "creating {pods} pods with {concurrency} concurrent clients over {connections} connections..."
+    );
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let create_lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let start = Instant::now();
@@ -121,7 +129,9 @@ async fn api(pods: usize, concurrency: usize, connections: usize) -> Result<(), 
                 let name = format!("bench-{n}");
                 let t0 = Instant::now();
                 sent.lock().expect("lock").insert(name.clone(), t0);
-                api.create(&PostParams::default(), &pod(&name)).await.map_err(|e| e.to_string())?;
+                api.create(&PostParams::default(), &pod(&name))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 create_lat.lock().expect("lock").push(t0.elapsed());
                 if n % 5000 == 4999 {
                     eprintln!("  {} pods created", n + 1);
@@ -140,10 +150,21 @@ async fn api(pods: usize, concurrency: usize, connections: usize) -> Result<(), 
     w.sort();
     println!("pods created:            {pods}");
     println!("elapsed:                 {:.2?}", elapsed);
-    println!("creates/s:               {:.0}", pods as f64 / elapsed.as_secs_f64());
-    println!("create latency p50/p99:  {:.2?} / {:.2?}", percentile(&c, 0.5), percentile(&c, 0.99));
+    println!(
+        "creates/s:               {:.0}",
+        pods as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "create latency p50/p99:  {:.2?} / {:.2?}",
+        percentile(&c, 0.5),
+        percentile(&c, 0.99)
+    );
     println!("watch events received:   {}", w.len());
-    println!("create→watch p50/p99:    {:.2?} / {:.2?}", percentile(&w, 0.5), percentile(&w, 0.99));
+    println!(
+        "create→watch p50/p99:    {:.2?} / {:.2?}",
+        percentile(&w, 0.5),
+        percentile(&w, 0.99)
+    );
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

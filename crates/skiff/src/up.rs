@@ -42,12 +42,18 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         }
     }
     let _ = server_only;
-    let data_dir = args.data_dir.clone().unwrap_or_else(crate::default_data_dir);
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
     let store_path = data_dir.join("store.redb");
     let store = RedbStore::open(&store_path).map_err(|e| {
-        format!("cannot open the store {}: {e} (is another skiff using this data dir?)", store_path.display())
+        format!(
+            "cannot open the store {}: {e} (is another skiff using this data dir?)",
+            store_path.display()
+        )
     })?;
     let cfg = ServerConfig {
         pki_dir: data_dir.join("pki"),
@@ -57,15 +63,26 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     let server = skiff_apiserver::start(cfg, Arc::new(store)).await.map_err(|e| {
         format!("cannot start the API server on {}:{}: {e} (use --port to pick another port, or --port 0 for any free one)", args.address, args.port)
     })?;
-    let host = if args.address.is_unspecified() { "127.0.0.1".to_string() } else { args.address.to_string() };
+    let host = if args.address.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        args.address.to_string()
+    };
     let url = match host.parse::<IpAddr>() {
         Ok(IpAddr::V6(_)) => format!("https://[{host}]:{}", server.addr.port()),
         _ => format!("https://{host}:{}", server.addr.port()),
     };
-    let kubeconfig_path = args.kubeconfig.clone().unwrap_or_else(|| data_dir.join("kubeconfig"));
+    let kubeconfig_path = args
+        .kubeconfig
+        .clone()
+        .unwrap_or_else(|| data_dir.join("kubeconfig"));
     let kc = crate::kubeconfig::render(&url, &server.pki.ca_pem, &server.pki.admin_token);
-    crate::kubeconfig::write(&kubeconfig_path, &kc)
-        .map_err(|e| format!("cannot write the kubeconfig {}: {e}", kubeconfig_path.display()))?;
+    crate::kubeconfig::write(&kubeconfig_path, &kc).map_err(|e| {
+        format!(
+            "cannot write the kubeconfig {}: {e}",
+            kubeconfig_path.display()
+        )
+    })?;
     println!(
         "skiff is ready in {} ms: API server {url}, data in {}",
         started.elapsed().as_millis(),

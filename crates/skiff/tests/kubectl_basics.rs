@@ -23,15 +23,55 @@ spec:
 fn version_and_api_resources() {
     let s = Skiff::start();
     let v = s.kubectl(&["version"]).ok();
-    assert!(v.stdout.contains("Server Version: v1.32.0-skiff"), "{}", v.stdout);
+    assert!(
+        v.stdout.contains("Server Version: v1.32.0-skiff"),
+        "{}",
+        v.stdout
+    );
     let r = s.kubectl(&["api-resources"]).ok();
     let rows = table(&r.stdout);
-    assert_eq!(rows[0], ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]);
-    assert!(rows.contains(&vec!["pods".into(), "po".into(), "v1".into(), "true".into(), "Pod".into()]), "{}", r.stdout);
-    assert!(rows.contains(&vec!["nodes".into(), "no".into(), "v1".into(), "false".into(), "Node".into()]));
-    assert!(rows.contains(&vec!["namespaces".into(), "ns".into(), "v1".into(), "false".into(), "Namespace".into()]));
-    assert!(rows.contains(&vec!["events".into(), "ev".into(), "v1".into(), "true".into(), "Event".into()]));
-    assert!(rows.contains(&vec!["leases".into(), "coordination.k8s.io/v1".into(), "true".into(), "Lease".into()]));
+    assert_eq!(
+        rows[0],
+        ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
+    );
+    assert!(
+        rows.contains(&vec![
+            "pods".into(),
+            "po".into(),
+            "v1".into(),
+            "true".into(),
+            "Pod".into()
+        ]),
+        "{}",
+        r.stdout
+    );
+    assert!(rows.contains(&vec![
+        "nodes".into(),
+        "no".into(),
+        "v1".into(),
+        "false".into(),
+        "Node".into()
+    ]));
+    assert!(rows.contains(&vec![
+        "namespaces".into(),
+        "ns".into(),
+        "v1".into(),
+        "false".into(),
+        "Namespace".into()
+    ]));
+    assert!(rows.contains(&vec![
+        "events".into(),
+        "ev".into(),
+        "v1".into(),
+        "true".into(),
+        "Event".into()
+    ]));
+    assert!(rows.contains(&vec![
+        "leases".into(),
+        "coordination.k8s.io/v1".into(),
+        "true".into(),
+        "Lease".into()
+    ]));
 }
 
 #[test]
@@ -39,8 +79,14 @@ fn apply_get_label_annotate_delete_a_pod() {
     let s = Skiff::start();
     let f = s.file("pod.yaml", POD);
     let f = f.to_str().unwrap();
-    assert_eq!(s.kubectl(&["apply", "-f", f]).ok().stdout.trim(), "pod/web created");
-    assert_eq!(s.kubectl(&["apply", "-f", f]).ok().stdout.trim(), "pod/web unchanged");
+    assert_eq!(
+        s.kubectl(&["apply", "-f", f]).ok().stdout.trim(),
+        "pod/web created"
+    );
+    assert_eq!(
+        s.kubectl(&["apply", "-f", f]).ok().stdout.trim(),
+        "pod/web unchanged"
+    );
 
     let out = s.kubectl(&["get", "pods"]).ok().stdout;
     let rows = table(&out);
@@ -50,7 +96,19 @@ fn apply_get_label_annotate_delete_a_pod() {
     let wide = table(&s.kubectl(&["get", "pods", "-o", "wide"]).ok().stdout);
     assert_eq!(
         wide[0],
-        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+        [
+            "NAME",
+            "READY",
+            "STATUS",
+            "RESTARTS",
+            "AGE",
+            "IP",
+            "NODE",
+            "NOMINATED",
+            "NODE",
+            "READINESS",
+            "GATES"
+        ]
     );
     assert_eq!(wide[1][5..], ["<none>", "<none>", "<none>", "<none>"]);
 
@@ -79,22 +137,57 @@ fn apply_get_label_annotate_delete_a_pod() {
         serde_json::from_str(&s.kubectl(&["get", "pod", "web", "-o", "json"]).ok().stdout).unwrap();
     assert_eq!(json["metadata"]["name"], "web");
     assert!(json["metadata"]["uid"].as_str().unwrap().len() == 36);
-    assert!(json["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().is_ok());
+    assert!(
+        json["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse::<u64>()
+            .is_ok()
+    );
 
-    assert_eq!(s.kubectl(&["label", "pod", "web", "tier=frontend"]).ok().stdout.trim(), "pod/web labeled");
-    assert_eq!(s.kubectl(&["annotate", "pod", "web", "note=x"]).ok().stdout.trim(), "pod/web annotated");
-    let shown = s.kubectl(&["get", "pod", "web", "-o", "jsonpath={.metadata.labels.tier}/{.metadata.annotations.note}"]).ok();
+    assert_eq!(
+        s.kubectl(&["label", "pod", "web", "tier=frontend"])
+            .ok()
+            .stdout
+            .trim(),
+        "pod/web labeled"
+    );
+    assert_eq!(
+        s.kubectl(&["annotate", "pod", "web", "note=x"])
+            .ok()
+            .stdout
+            .trim(),
+        "pod/web annotated"
+    );
+    let shown = s
+        .kubectl(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.metadata.labels.tier}/{.metadata.annotations.note}",
+        ])
+        .ok();
     assert_eq!(shown.stdout, "frontend/x");
 
     let described = squash(&s.kubectl(&["describe", "pod", "web"]).ok().stdout);
-    assert!(described.contains("Name: web Namespace: default"), "{described}");
+    assert!(
+        described.contains("Name: web Namespace: default"),
+        "{described}"
+    );
     assert!(described.contains("Status: Pending"), "{described}");
     assert!(described.contains("Events: <none>"), "{described}");
 
-    assert_eq!(s.kubectl(&["delete", "pod", "web"]).ok().stdout.trim(), "pod \"web\" deleted");
+    assert_eq!(
+        s.kubectl(&["delete", "pod", "web"]).ok().stdout.trim(),
+        "pod \"web\" deleted"
+    );
     let gone = s.kubectl(&["get", "pod", "web"]);
     assert_eq!(gone.code, 1);
-    assert_eq!(gone.stderr.trim(), "Error from server (NotFound): pods \"web\" not found");
+    assert_eq!(
+        gone.stderr.trim(),
+        "Error from server (NotFound): pods \"web\" not found"
+    );
 }
 
 #[test]
@@ -105,9 +198,21 @@ fn apply_changes_keep_other_fields() {
     // A changed image goes through a strategic merge patch; the ports must survive.
     let changed = POD.replace("busybox:1", "busybox:2");
     let f2 = s.file("pod2.yaml", &changed);
-    assert_eq!(s.kubectl(&["apply", "-f", f2.to_str().unwrap()]).ok().stdout.trim(), "pod/web configured");
+    assert_eq!(
+        s.kubectl(&["apply", "-f", f2.to_str().unwrap()])
+            .ok()
+            .stdout
+            .trim(),
+        "pod/web configured"
+    );
     let out = s
-        .kubectl(&["get", "pod", "web", "-o", "jsonpath={.spec.containers[0].image} {.spec.containers[0].ports[0].containerPort}"])
+        .kubectl(&[
+            "get",
+            "pod",
+            "web",
+            "-o",
+            "jsonpath={.spec.containers[0].image} {.spec.containers[0].ports[0].containerPort}",
+        ])
         .ok();
     assert_eq!(out.stdout, "127.0.0.1:5000/busybox:2 8080");
 }
@@ -117,8 +222,20 @@ fn server_side_apply_creates_then_updates() {
     let s = Skiff::start();
     let f = s.file("pod.yaml", POD);
     let f = f.to_str().unwrap();
-    assert_eq!(s.kubectl(&["apply", "--server-side", "-f", f]).ok().stdout.trim(), "pod/web serverside-applied");
-    assert_eq!(s.kubectl(&["apply", "--server-side", "-f", f]).ok().stdout.trim(), "pod/web serverside-applied");
+    assert_eq!(
+        s.kubectl(&["apply", "--server-side", "-f", f])
+            .ok()
+            .stdout
+            .trim(),
+        "pod/web serverside-applied"
+    );
+    assert_eq!(
+        s.kubectl(&["apply", "--server-side", "-f", f])
+            .ok()
+            .stdout
+            .trim(),
+        "pod/web serverside-applied"
+    );
     let out = s.kubectl(&["get", "pods", "-o", "name"]).ok();
     assert_eq!(out.stdout.trim(), "pod/web");
 }
@@ -129,18 +246,36 @@ fn namespaces_create_list_delete() {
     let ns = table(&s.kubectl(&["get", "ns"]).ok().stdout);
     assert_eq!(ns[0], ["NAME", "STATUS", "AGE"]);
     let names: Vec<&str> = ns[1..].iter().map(|r| r[0].as_str()).collect();
-    assert_eq!(names, ["default", "kube-node-lease", "kube-public", "kube-system"]);
+    assert_eq!(
+        names,
+        ["default", "kube-node-lease", "kube-public", "kube-system"]
+    );
     assert!(ns[1..].iter().all(|r| r[1] == "Active"));
 
-    assert_eq!(s.kubectl(&["create", "ns", "demo"]).ok().stdout.trim(), "namespace/demo created");
-    let pod = POD.replace("name: web\n  labels", "name: web\n  namespace: demo\n  labels");
+    assert_eq!(
+        s.kubectl(&["create", "ns", "demo"]).ok().stdout.trim(),
+        "namespace/demo created"
+    );
+    let pod = POD.replace(
+        "name: web\n  labels",
+        "name: web\n  namespace: demo\n  labels",
+    );
     let f = s.file("pod.yaml", &pod);
     s.kubectl(&["apply", "-f", f.to_str().unwrap()]).ok();
-    assert_eq!(table(&s.kubectl(&["get", "pods", "-n", "demo"]).ok().stdout).len(), 2);
+    assert_eq!(
+        table(&s.kubectl(&["get", "pods", "-n", "demo"]).ok().stdout).len(),
+        2
+    );
 
-    assert_eq!(s.kubectl(&["delete", "ns", "demo"]).ok().stdout.trim(), "namespace \"demo\" deleted");
+    assert_eq!(
+        s.kubectl(&["delete", "ns", "demo"]).ok().stdout.trim(),
+        "namespace \"demo\" deleted"
+    );
     let gone = s.kubectl(&["get", "ns", "demo"]);
-    assert_eq!(gone.stderr.trim(), "Error from server (NotFound): namespaces \"demo\" not found");
+    assert_eq!(
+        gone.stderr.trim(),
+        "Error from server (NotFound): namespaces \"demo\" not found"
+    );
     let pods = s.kubectl(&["get", "pods", "-n", "demo"]).ok();
     assert_eq!(pods.stderr.trim(), "No resources found in demo namespace.");
 
@@ -164,7 +299,10 @@ fn get_watch_streams_later_changes() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 return;
             }
@@ -185,7 +323,11 @@ fn get_watch_streams_later_changes() {
     let _ = child.kill();
     let _ = child.wait();
     let rows = table(&lines.join("\n"));
-    assert_eq!(rows[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{lines:?}");
+    assert_eq!(
+        rows[0],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        "{lines:?}"
+    );
     assert_eq!(rows[1][..3], ["web", "0/1", "Pending"]);
     assert_eq!(rows[2][..3], ["web", "0/1", "Pending"]);
 }
@@ -195,7 +337,10 @@ fn events_are_listed_and_described() {
     let s = Skiff::start();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["apply", "-f", f.to_str().unwrap()]).ok();
-    let uid = s.kubectl(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"]).ok().stdout;
+    let uid = s
+        .kubectl(&["get", "pod", "web", "-o", "jsonpath={.metadata.uid}"])
+        .ok()
+        .stdout;
     let ev = format!(
         "apiVersion: v1
 kind: Event
@@ -218,14 +363,26 @@ count: 1
 "
     );
     let f = s.file("ev.yaml", &ev);
-    assert_eq!(s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok().stdout.trim(), "event/web.1 created");
+    assert_eq!(
+        s.kubectl(&["create", "-f", f.to_str().unwrap()])
+            .ok()
+            .stdout
+            .trim(),
+        "event/web.1 created"
+    );
     let rows = table(&s.kubectl(&["get", "events"]).ok().stdout);
-    assert_eq!(rows[0], ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
+    assert_eq!(
+        rows[0],
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
     assert_eq!(rows[1][1..4], ["Normal", "Scheduled", "pod/web"]);
     let d = squash(&s.kubectl(&["describe", "pod", "web"]).ok().stdout);
     assert!(d.contains("Type Reason Age From Message"), "{d}");
     assert!(d.contains("Normal Scheduled"), "{d}");
-    assert!(d.contains("default-scheduler Successfully assigned default/web to node-1"), "{d}");
+    assert!(
+        d.contains("default-scheduler Successfully assigned default/web to node-1"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -233,13 +390,26 @@ fn errors_look_like_kubernetes() {
     let s = Skiff::start();
     let nope = s.kubectl(&["get", "pod", "nope"]);
     assert_eq!(nope.code, 1);
-    assert_eq!(nope.stderr.trim(), "Error from server (NotFound): pods \"nope\" not found");
+    assert_eq!(
+        nope.stderr.trim(),
+        "Error from server (NotFound): pods \"nope\" not found"
+    );
 
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
     let again = s.kubectl(&["create", "-f", f.to_str().unwrap()]);
-    assert!(again.stderr.contains("Error from server (AlreadyExists): error when creating"), "{}", again.stderr);
-    assert!(again.stderr.contains("pods \"web\" already exists"), "{}", again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("Error from server (AlreadyExists): error when creating"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.contains("pods \"web\" already exists"),
+        "{}",
+        again.stderr
+    );
 
     let bad = "apiVersion: v1
 kind: Pod
@@ -256,32 +426,80 @@ spec:
     let f = s.file("bad.yaml", bad);
     let out = s.kubectl(&["create", "-f", f.to_str().unwrap()]);
     assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("The Pod \"bad\" is invalid:"), "{}", out.stderr);
-    assert!(out.stderr.contains("spec.containers[0].image: Required value"), "{}", out.stderr);
-    assert!(out.stderr.contains("spec.containers[0].name: Invalid value: \"Bad_Name\""), "{}", out.stderr);
-    assert!(out.stderr.contains("spec.containers[2].name: Duplicate value: \"ok\""), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("The Pod \"bad\" is invalid:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("spec.containers[0].image: Required value"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("spec.containers[0].name: Invalid value: \"Bad_Name\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("spec.containers[2].name: Duplicate value: \"ok\""),
+        "{}",
+        out.stderr
+    );
 
     let unknown = POD.replace("spec:\n", "spec:\n  foo: bar\n");
     let f = s.file("unknown.yaml", &unknown);
     let out = s.kubectl(&["create", "-f", f.to_str().unwrap()]);
-    assert!(out.stderr.contains("Error from server (BadRequest): error when creating"), "{}", out.stderr);
-    assert!(out.stderr.contains("strict decoding error: unknown field \"spec.foo\""), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Error from server (BadRequest): error when creating"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("strict decoding error: unknown field \"spec.foo\""),
+        "{}",
+        out.stderr
+    );
 
     let nocontainers = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: empty\nspec: {}\n";
     let f = s.file("empty.yaml", nocontainers);
     let out = s.kubectl(&["create", "-f", f.to_str().unwrap()]);
-    assert!(out.stderr.contains("spec.containers: Required value"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("spec.containers: Required value"),
+        "{}",
+        out.stderr
+    );
 
     let badname = POD.replace("name: web\n  labels", "name: Web_1\n  labels");
     let f = s.file("badname.yaml", &badname);
     let out = s.kubectl(&["create", "-f", f.to_str().unwrap()]);
-    assert!(out.stderr.contains("metadata.name: Invalid value: \"Web_1\""), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("metadata.name: Invalid value: \"Web_1\""),
+        "{}",
+        out.stderr
+    );
 
     let typed = POD.replace("containerPort: 8080", "containerPort: true");
     let f = s.file("typed.yaml", &typed);
     let out = s.kubectl(&["create", "-f", f.to_str().unwrap()]);
-    assert!(out.stderr.contains("Pod in version \"v1\" cannot be handled as a Pod:"), "{}", out.stderr);
-    assert!(out.stderr.contains("spec.containers[0].ports[0].containerPort"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Pod in version \"v1\" cannot be handled as a Pod:"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("spec.containers[0].ports[0].containerPort"),
+        "{}",
+        out.stderr
+    );
 
     let malformed = s.file("malformed.yaml", "apiVersion: v1\nkind: Pod\nmetadata: [\n");
     let out = s.kubectl(&["create", "-f", malformed.to_str().unwrap()]);
@@ -308,7 +526,12 @@ fn restart_reuses_data_and_credentials() {
     assert!(status.success(), "clean shutdown on SIGTERM: {status:?}");
     s.launch();
     let kc_after = std::fs::read_to_string(&s.kubeconfig).unwrap();
-    let token = |kc: &str| kc.lines().find(|l| l.contains("token:")).unwrap().to_string();
+    let token = |kc: &str| {
+        kc.lines()
+            .find(|l| l.contains("token:"))
+            .unwrap()
+            .to_string()
+    };
     assert_eq!(token(&kc_before), token(&kc_after));
     let out = eventually(10, || {
         let o = s.kubectl(&["get", "pods", "-o", "name"]);

@@ -21,26 +21,29 @@
 //! mountPropagation/recursiveReadOnly, hugepage sizing, seccomp/AppArmor annotations and the
 //! service-account token projection rule. A negative `terminationGracePeriodSeconds` is
 //! accepted, as in Kubernetes (which only warns).
+//!
+//! This file holds the pod-level rules; `pod/containers.rs` the per-container ones and
+//! `pod/volumes.rs` the volume ones.
+
+mod containers;
+mod volumes;
 
 use super::errors::{FieldError, FieldPath};
 use super::kinds::TAINT_EFFECTS;
 use super::meta::{id_range_errors, validate_label_name, validate_labels, validate_object_meta};
 use super::names::{
-    inclusive_range_error, is_config_map_key, is_dns1123_label, is_dns1123_subdomain,
-    is_dns1123_subdomain_with_underscore, is_http_header_name, is_qualified_name,
-    is_relaxed_env_var_name, is_valid_ip, is_valid_label_value, is_valid_port_name,
-    is_valid_port_num,
+    inclusive_range_error, is_dns1123_label, is_dns1123_subdomain,
+    is_dns1123_subdomain_with_underscore, is_qualified_name, is_valid_ip, is_valid_label_value,
 };
-use super::resources::{validate_resource_list, validate_resource_requirements};
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, EphemeralContainer, ExecAction,
-    GRPCAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Pod, PodDNSConfig,
-    PodSecurityContext, PodSpec, Probe, SleepAction, TCPSocketAction, Toleration, Volume,
-    VolumeDevice, VolumeMount,
+use super::resources::validate_resource_list;
+use containers::{
+    validate_containers, validate_ephemeral_containers, validate_host_network_ports,
+    validate_init_containers,
 };
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::api::core::v1::{Pod, PodDNSConfig, PodSecurityContext, PodSpec, Toleration};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
+use volumes::validate_volumes;
 
 const IS_NEGATIVE_ERROR: &str = "must be greater than or equal to 0";
 const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
@@ -302,6 +305,14 @@ fn descending_path_errors(p: &str, path: &FieldPath) -> Vec<FieldError> {
     }
     errs.extend(backstep_errors(p, path));
     errs
+}
+
+/// A qualified name (`field.Invalid` per message).
+fn qualified_name_errors(value: &str, path: &FieldPath) -> Vec<FieldError> {
+    is_qualified_name(value)
+        .into_iter()
+        .map(|m| FieldError::invalid(path, value, m))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -574,9 +585,6 @@ fn validate_dns_config(
     }
     errs
 }
-
-mod containers;
-mod volumes;
 
 #[cfg(test)]
 mod tests;

@@ -25,7 +25,11 @@ pub struct Out {
 impl Out {
     /// Panics with both streams when the command failed.
     pub fn ok(self) -> Out {
-        assert_eq!(self.code, 0, "command failed\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "command failed\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -56,9 +60,14 @@ impl Skiff {
     /// Starts the binary (again) on the same data dir and waits until it says it is ready.
     pub fn launch(&mut self) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_skiff"));
-        cmd.arg("up").arg("--data-dir").arg(self.data_dir()).args(["--port", "0"]);
+        cmd.arg("up")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--port", "0"]);
         cmd.args(&self.extra_args);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("SKIFF_LOG", "warn");
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .env("SKIFF_LOG", "warn");
         let mut child = cmd.spawn().expect("start skiff");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -108,7 +117,9 @@ impl Skiff {
     /// A `kube` client for this cluster.
     pub async fn client(&self) -> kube::Client {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig");
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.expect("config");
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .expect("config");
         kube::Client::try_from(cfg).expect("client")
     }
 
@@ -127,7 +138,10 @@ impl Drop for Skiff {
 }
 
 fn unsafe_kill(pid: i32, sig: i32) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 pub fn kubectl_with(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> Out {
@@ -138,10 +152,19 @@ pub fn kubectl_with(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option
         .env("HOME", home)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
     let mut child = cmd.spawn().expect("kubectl must be on PATH");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     let out = child.wait_with_output().expect("kubectl output");
     Out {
@@ -158,7 +181,10 @@ pub fn eventually<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "condition not met within {secs}s");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

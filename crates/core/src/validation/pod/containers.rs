@@ -1,9 +1,26 @@
 //! Container validation shared by regular, init and ephemeral containers: names, image,
 //! ports, environment, volume mounts and devices, resources, probes and lifecycle hooks.
 
-use super::*;
+use super::{
+    IS_NEGATIVE_ERROR, Volumes, descending_path_errors, enum_errors, label_errors, list,
+    qualified_name_errors, s, subdomain_errors,
+};
+use crate::validation::errors::{FieldError, FieldPath};
+use crate::validation::meta::id_range_errors;
+use crate::validation::names::{
+    is_config_map_key, is_dns1123_subdomain, is_http_header_name, is_relaxed_env_var_name,
+    is_valid_port_name, is_valid_port_num, mask_trailing_dash,
+};
+use crate::validation::resources::validate_resource_requirements;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvFromSource, EnvVar, EnvVarSource, EphemeralContainer, ExecAction,
+    GRPCAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, PodSpec, Probe,
+    SleepAction, TCPSocketAction, VolumeDevice, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::{BTreeMap, BTreeSet};
 
-fn validate_containers(
+pub(super) fn validate_containers(
     containers: &[Container],
     vols: &Volumes,
     grace: Option<i64>,
@@ -65,7 +82,7 @@ fn validate_lifecycle_and_probes(
     errs
 }
 
-fn validate_init_containers(
+pub(super) fn validate_init_containers(
     spec: &PodSpec,
     vols: &Volumes,
     grace: Option<i64>,
@@ -123,7 +140,7 @@ fn forbidden_on_init(c: &Container, path: &FieldPath) -> Vec<FieldError> {
         .collect()
 }
 
-fn validate_ephemeral_containers(
+pub(super) fn validate_ephemeral_containers(
     spec: &PodSpec,
     vols: &Volumes,
     path: &FieldPath,
@@ -169,7 +186,7 @@ fn validate_ephemeral_containers(
 }
 
 /// The container view of an ephemeral container (they share all validated fields).
-pub(crate) fn ephemeral_as_container(ec: &EphemeralContainer) -> Container {
+fn ephemeral_as_container(ec: &EphemeralContainer) -> Container {
     Container {
         args: ec.args.clone(),
         command: ec.command.clone(),
@@ -308,7 +325,7 @@ fn host_port_conflicts(containers: &[Container], path: &FieldPath) -> Vec<FieldE
 }
 
 /// With `hostNetwork`, a pod's container ports must use the same host port.
-fn validate_host_network_ports(spec: &PodSpec, path: &FieldPath) -> Vec<FieldError> {
+pub(super) fn validate_host_network_ports(spec: &PodSpec, path: &FieldPath) -> Vec<FieldError> {
     if spec.host_network != Some(true) {
         return Vec::new();
     }
@@ -502,13 +519,6 @@ fn split_subscript(fp: &str) -> Option<(&str, &str)> {
     Some((base, key))
 }
 
-fn qualified_name_errors(value: &str, path: &FieldPath) -> Vec<FieldError> {
-    is_qualified_name(value)
-        .into_iter()
-        .map(|m| FieldError::invalid(path, value, m))
-        .collect()
-}
-
 fn key_selector_errors(name: &str, key: &str, path: &FieldPath) -> Vec<FieldError> {
     let mut errs = subdomain_errors(name, &path.child("name"));
     if key.is_empty() {
@@ -546,7 +556,7 @@ fn validate_env_from(sources: &[EnvFromSource], path: &FieldPath) -> Vec<FieldEr
                 errs.push(FieldError::required(np, ""));
             } else {
                 errs.extend(
-                    is_dns1123_subdomain(&super::names::mask_trailing_dash(name))
+                    is_dns1123_subdomain(&mask_trailing_dash(name))
                         .into_iter()
                         .map(|m| FieldError::invalid(&np, name, m)),
                 );

@@ -598,3 +598,28 @@ fn quantities_compare_by_value() {
     );
     assert_eq!(update_errors(&new, &old), Vec::<String>::new());
 }
+
+#[test]
+fn kubectl_apply_image_change_passes_update_validation() {
+    let old = stored(base());
+    let live = serde_json::to_value(&old).unwrap();
+    let patch = json!({
+        "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}\n"}},
+        "spec": {"$setElementOrder/containers": [{"name": "web"}], "containers": [{"image": "nginx:1.28", "name": "web"}]}
+    });
+    let patched = crate::patch::strategic_merge_patch(&live, &patch, "Pod").unwrap();
+    let new: Pod = serde_json::from_value(patched).unwrap();
+    assert_eq!(
+        new.spec.as_ref().unwrap().containers[0].image.as_deref(),
+        Some("nginx:1.28")
+    );
+    assert_eq!(update_errors(&new, &old), Vec::<String>::new());
+
+    let port_patch =
+        json!({"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 8080}]}]}});
+    let patched = crate::patch::strategic_merge_patch(&live, &port_patch, "Pod").unwrap();
+    let mut new: Pod = serde_json::from_value(patched).unwrap();
+    // The API server defaults every decoded object, patched ones included.
+    default_pod(&mut new);
+    assert_eq!(update_errors(&new, &old), vec![FORBIDDEN_UPDATE]);
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 /// Volume names (DNS labels, unique) and sources. Returns the volumes that validated cleanly:
 /// mounts of any other volume are reported as `Not found`, as in Kubernetes.
-fn validate_volumes(volumes: &[Volume], path: &FieldPath) -> (Volumes, Vec<FieldError>) {
+pub(super) fn validate_volumes(volumes: &[Volume], path: &FieldPath) -> (Volumes, Vec<FieldError>) {
     let mut valid = Volumes::new();
     let mut all_names = BTreeSet::new();
     let mut errs = Vec::new();
