@@ -17,6 +17,7 @@ use skiff_store::Store;
 
 pub mod discovery;
 pub mod errors;
+pub mod events;
 pub mod metrics;
 pub mod namespaces;
 pub mod object;
@@ -82,6 +83,7 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<
         .await
         .map_err(|e| std::io::Error::other(e.message))?;
     tokio::spawn(namespaces::run_finalizer(api.clone()));
+    tokio::spawn(events::run_expiry(api.clone()));
     let state = Arc::new(AppState {
         api: api.clone(),
         token: pki.admin_token.clone(),

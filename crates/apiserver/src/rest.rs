@@ -126,7 +126,7 @@ pub async fn serve_resource(
         }
         (Method::DELETE, true, None) => {
             let opts = delete_options(body, params)?;
-            delete(api, &target, &opts, params.dry_run()).await
+            delete(api, &target, &opts, opts.dry_run).await
         }
         (Method::DELETE, false, None) if info.verbs.contains(&"deletecollection") => {
             let opts = delete_options(body, params)?;
@@ -727,6 +727,8 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
+    /// `dryRun: ["All"]` in the body (kubectl's way) or `?dryRun=All`.
+    pub dry_run: bool,
 }
 
 fn delete_options(body: &[u8], params: &Params) -> ApiResult<DeleteOptions> {
@@ -739,11 +741,16 @@ fn delete_options(body: &[u8], params: &Params) -> ApiResult<DeleteOptions> {
             .pointer("/preconditions/uid")
             .and_then(|u| u.as_str())
             .map(String::from);
+        opts.dry_run = v
+            .get("dryRun")
+            .and_then(|d| d.as_array())
+            .is_some_and(|d| d.iter().any(|x| x == "All"));
         opts.precondition_rv = v
             .pointer("/preconditions/resourceVersion")
             .and_then(|u| u.as_str())
             .map(String::from);
     }
+    opts.dry_run |= params.dry_run();
     if let Some(g) = params.get("gracePeriodSeconds") {
         opts.grace_period_seconds =
             Some(g.parse().map_err(|_| {
@@ -897,7 +904,7 @@ async fn delete_collection(
     for obj in page.items {
         let ns = object::namespace(&obj).map(String::from);
         let name = object::name(&obj).to_string();
-        match delete_object(api, t.info, ns.as_deref(), &name, opts, params.dry_run()).await {
+        match delete_object(api, t.info, ns.as_deref(), &name, opts, opts.dry_run).await {
             Ok(o) => deleted.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

@@ -513,3 +513,25 @@ async fn nodes_events_and_leases() {
     let got = leases.get("node-1").await.unwrap();
     assert_eq!(got.spec.unwrap().holder_identity.as_deref(), Some("node-1"));
 }
+
+#[tokio::test]
+async fn health_and_metrics_endpoints() {
+    let s = Skiff::start();
+    let client = s.client().await;
+    let pods: Api<Pod> = Api::default_namespaced(client.clone());
+    pods.list(&ListParams::default()).await.unwrap();
+    for path in ["/healthz", "/livez", "/readyz"] {
+        let req = http::Request::get(path).body(Vec::new()).unwrap();
+        assert_eq!(client.request_text(req).await.unwrap(), "ok");
+    }
+    let req = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(req).await.unwrap();
+    assert!(
+        text.contains("apiserver_request_total{verb=\"GET\",resource=\"pods\",code=\"200\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apiserver_request_duration_seconds_bucket"),
+        "{text}"
+    );
+}

@@ -1,0 +1,212 @@
+//! More kubectl verbs: replace, patch, wait, single-object watch, get all, dry runs.
+
+mod common;
+
+use common::{Skiff, table};
+
+const POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  containers:
+  - name: web
+    image: busybox:1
+    ports:
+    - containerPort: 8080
+";
+
+#[test]
+fn replace_and_patch() {
+    let s = Skiff::start();
+    let f = s.file("pod.yaml", POD);
+    s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
+
+    let live = s.kubectl(&["get", "pod", "web", "-o", "yaml"]).ok().stdout;
+    let edited = live.replace("app: web", "app: web2");
+    let f2 = s.file("live.yaml", &edited);
+    assert_eq!(
+        s.kubectl(&["replace", "-f", f2.to_str().unwrap()])
+            .ok()
+            .stdout
+            .trim(),
+        "pod/web replaced"
+    );
+    // The same file again carries a stale resourceVersion.
+    let stale = s.kubectl(&["replace", "-f", f2.to_str().unwrap()]);
+    assert_eq!(stale.code, 1);
+    assert!(
+        stale
+            .stderr
+            .contains("Error from server (Conflict): error when replacing")
+            && stale.stderr.contains(
+                "Operation cannot be fulfilled on pods \"web\": the object has been modified"
+            ),
+        "{}",
+        stale.stderr
+    );
+
+    let out = s
+        .kubectl(&[
+            "patch",
+            "pod",
+            "web",
+            "-p",
+            r#"{"metadata":{"labels":{"p":"1"}}}"#,
+        ])
+        .ok();
+    assert_eq!(out.stdout.trim(), "pod/web patched");
+    let out = s
+        .kubectl(&[
+            "patch",
+            "pod",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"labels":{"p":null}}}"#,
+        ])
+        .ok();
+    assert_eq!(out.stdout.trim(), "pod/web patched");
+    let out = s
+        .kubectl(&[
+            "patch",
+            "pod",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/metadata/labels/j","value":"2"}]"#,
+        ])
+        .ok();
+    assert_eq!(out.stdout.trim(), "pod/web patched");
+    let out = s
+        .kubectl(&[
+            "patch",
+            "pod",
+            "web",
+            "-p",
+            r#"{"metadata":{"labels":{"j":"2"}}}"#,
+        ])
+        .ok();
+    assert_eq!(out.stdout.trim(), "pod/web patched (no change)");
+    let labels = s
+        .kubectl(&["get", "pod", "web", "-o", "jsonpath={.metadata.labels}"])
+        .ok()
+        .stdout;
+    assert_eq!(labels, r#"{"app":"web2","j":"2"}"#);
+
+    let dry = s
+        .kubectl(&["delete", "pod", "web", "--dry-run=server"])
+        .ok();
+    assert_eq!(dry.stdout.trim(), "pod \"web\" deleted (server dry run)");
+    assert_eq!(
+        s.kubectl(&["get", "pods", "-o", "name"]).ok().stdout.trim(),
+        "pod/web"
+    );
+}
+
+#[test]
+fn wait_for_condition_and_delete() {
+    let s = Skiff::start();
+    let f = s.file("pod.yaml", POD);
+    s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
+    let kubeconfig = s.kubeconfig.clone();
+    let home = s.dir.path().to_path_buf();
+    let waiter = std::thread::spawn(move || {
+        common::kubectl_with(
+            &kubeconfig,
+            &home,
+            &["wait", "--for=condition=Ready", "pod/web", "--timeout=30s"],
+            None,
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    // Flip the Ready condition through the status subresource, as an agent would.
+    let patch = r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#;
+    s.kubectl(&[
+        "patch",
+        "pod",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        patch,
+    ])
+    .ok();
+    let out = waiter.join().unwrap().ok();
+    assert_eq!(out.stdout.trim(), "pod/web condition met");
+
+    let kubeconfig = s.kubeconfig.clone();
+    let home = s.dir.path().to_path_buf();
+    let waiter = std::thread::spawn(move || {
+        common::kubectl_with(
+            &kubeconfig,
+            &home,
+            &["wait", "--for=delete", "pod/web", "--timeout=30s"],
+            None,
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    s.kubectl(&["delete", "pod", "web", "--wait=false"]).ok();
+    let out = waiter.join().unwrap().ok();
+    assert_eq!(out.stdout.trim(), "pod/web condition met");
+}
+
+#[test]
+fn get_all_and_several_kinds() {
+    let s = Skiff::start();
+    let f = s.file("pod.yaml", POD);
+    s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
+    let all = table(&s.kubectl(&["get", "all"]).ok().stdout);
+    assert_eq!(all[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    // Only pods are in the "all" category here, so kubectl prints no kind prefix.
+    assert_eq!(all[1][0], "web");
+    let out = s.kubectl(&["get", "po,ns", "-o", "name"]).ok().stdout;
+    assert!(
+        out.contains("pod/web") && out.contains("namespace/default"),
+        "{out}"
+    );
+    let empty = s.kubectl(&["get", "nodes"]).ok();
+    assert_eq!(empty.stderr.trim(), "No resources found");
+    let none = s.kubectl(&["get", "events", "-n", "kube-system"]).ok();
+    assert_eq!(
+        none.stderr.trim(),
+        "No resources found in kube-system namespace."
+    );
+}
+
+#[test]
+fn watch_one_pod_sees_its_changes() {
+    let s = Skiff::start();
+    let f = s.file("pod.yaml", POD);
+    s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
+    let mut child = std::process::Command::new("kubectl")
+        .args(["get", "pod", "web", "-w", "-o", "name"])
+        .env("KUBECONFIG", &s.kubeconfig)
+        .env("HOME", s.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert_eq!(first, "pod/web");
+    s.kubectl(&["label", "pod", "web", "x=1"]).ok();
+    let second = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    assert_eq!(second, "pod/web");
+    let _ = child.kill();
+    let _ = child.wait();
+}
