@@ -599,7 +599,6 @@ async fn patch(
     body: &[u8],
     params: &Params,
 ) -> ApiResult<Response> {
-    let name = t.name.as_deref().unwrap_or("").to_string();
     let info = t.info;
     let ct = content_type
         .split(';')
@@ -635,13 +634,24 @@ async fn patch(
         };
         res.map_err(patch_error)
     };
+    patch_with(api, t, &apply, params).await
+}
+
+/// Applies `change` to the target object through the update path and answers 200 with the result.
+async fn patch_with(
+    api: &Api,
+    t: &Target,
+    change: &(dyn Fn(&Value) -> ApiResult<Value> + Send + Sync),
+    params: &Params,
+) -> ApiResult<Response> {
+    let name = t.name.as_deref().unwrap_or("");
     let (obj, warnings) = update_object(
         api,
-        info,
+        t.info,
         t.namespace.as_deref(),
-        &name,
+        name,
         t.sub.as_deref(),
-        Change::Patch(&apply),
+        Change::Patch(change),
         params,
     )
     .await?;
@@ -705,20 +715,7 @@ async fn server_side_apply(
         }
         skiff_core::patch::apply_merge(current, &applied, kind).map_err(patch_error)
     };
-    let (obj, warnings) = update_object(
-        api,
-        info,
-        t.namespace.as_deref(),
-        &name,
-        t.sub.as_deref(),
-        Change::Patch(&apply),
-        params,
-    )
-    .await?;
-    Ok(with_warnings(
-        json_response(StatusCode::OK, &obj),
-        &warnings,
-    ))
+    patch_with(api, t, &apply, params).await
 }
 
 /// `DeleteOptions` from the body or the query.

@@ -18,7 +18,8 @@ pub struct Pki {
     pub admin_token: String,
 }
 
-fn write_private(path: &Path, contents: &str) -> io::Result<()> {
+/// Writes a file readable by its owner only, atomically (temp file, fsync, rename).
+pub fn write_private(path: &Path, contents: &str) -> io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

@@ -1,6 +1,5 @@
 //! The kubeconfig `skiff up` writes: cluster, user and context all named `skiff`.
 
-use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
@@ -34,15 +33,5 @@ preferences: {{}}
 
 /// Writes the kubeconfig with owner-only permissions (it holds the admin token).
 pub fn write(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
+    skiff_apiserver::tls::write_private(path, contents)
 }

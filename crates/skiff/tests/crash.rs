@@ -13,7 +13,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_creates_survive_sigkill() {
-    let mut s = Skiff::start();
+    let mut s = Skiff::bare();
     let client = s.client().await;
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut writers = Vec::new();

@@ -32,7 +32,7 @@ fn api_err(e: kube::Error) -> (u16, String, String) {
 
 #[tokio::test]
 async fn list_with_selectors_and_paging() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let pods: Api<Pod> = Api::default_namespaced(s.client().await);
     for i in 0..5 {
         let tier = if i % 2 == 0 { "even" } else { "odd" };
@@ -90,7 +90,7 @@ async fn list_with_selectors_and_paging() {
 
 #[tokio::test]
 async fn watch_from_a_resource_version_and_from_zero() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let pods: Api<Pod> = Api::default_namespaced(s.client().await);
     pods.create(&PostParams::default(), &pod("a", json!({"app": "w"})))
         .await
@@ -185,7 +185,7 @@ async fn watch_from_a_resource_version_and_from_zero() {
 
 #[tokio::test]
 async fn watch_from_before_a_restart_is_gone() {
-    let mut s = Skiff::start();
+    let mut s = Skiff::bare();
     let pods: Api<Pod> = Api::default_namespaced(s.client().await);
     let created = pods
         .create(&PostParams::default(), &pod("a", json!({})))
@@ -221,7 +221,7 @@ async fn watch_from_before_a_restart_is_gone() {
 
 #[tokio::test]
 async fn patches_of_every_type() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let pods: Api<Pod> = Api::default_namespaced(s.client().await);
     pods.create(&PostParams::default(), &pod("p", json!({"a": "1"})))
         .await
@@ -281,7 +281,7 @@ async fn patches_of_every_type() {
 
 #[tokio::test]
 async fn status_subresource_and_optimistic_concurrency() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let pods: Api<Pod> = Api::default_namespaced(s.client().await);
     let created = pods
         .create(&PostParams::default(), &pod("p", json!({})))
@@ -341,7 +341,7 @@ async fn status_subresource_and_optimistic_concurrency() {
 
 #[tokio::test]
 async fn binding_and_graceful_deletion() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let client = s.client().await;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     pods.create(&PostParams::default(), &pod("p", json!({})))
@@ -397,7 +397,7 @@ async fn binding_and_graceful_deletion() {
 
 #[tokio::test]
 async fn bad_requests_get_kubernetes_errors_and_store_nothing() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let client = s.client().await;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
 
@@ -468,7 +468,7 @@ async fn bad_requests_get_kubernetes_errors_and_store_nothing() {
 
 #[tokio::test]
 async fn nodes_events_and_leases() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let client = s.client().await;
     let nodes: Api<Node> = Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
@@ -516,7 +516,7 @@ async fn nodes_events_and_leases() {
 
 #[tokio::test]
 async fn health_and_metrics_endpoints() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let client = s.client().await;
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     pods.list(&ListParams::default()).await.unwrap();

@@ -21,7 +21,7 @@ spec:
 
 #[test]
 fn version_and_api_resources() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let v = s.kubectl(&["version"]).ok();
     assert!(
         v.stdout.contains("Server Version: v1.32.0-skiff"),
@@ -76,7 +76,7 @@ fn version_and_api_resources() {
 
 #[test]
 fn apply_get_label_annotate_delete_a_pod() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     let f = f.to_str().unwrap();
     assert_eq!(
@@ -192,7 +192,7 @@ fn apply_get_label_annotate_delete_a_pod() {
 
 #[test]
 fn apply_changes_keep_other_fields() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["apply", "-f", f.to_str().unwrap()]).ok();
     // A changed image goes through a strategic merge patch; the ports must survive.
@@ -219,7 +219,7 @@ fn apply_changes_keep_other_fields() {
 
 #[test]
 fn server_side_apply_creates_then_updates() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     let f = f.to_str().unwrap();
     assert_eq!(
@@ -242,7 +242,7 @@ fn server_side_apply_creates_then_updates() {
 
 #[test]
 fn namespaces_create_list_delete() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let ns = table(&s.kubectl(&["get", "ns"]).ok().stdout);
     assert_eq!(ns[0], ["NAME", "STATUS", "AGE"]);
     let names: Vec<&str> = ns[1..].iter().map(|r| r[0].as_str()).collect();
@@ -286,7 +286,7 @@ fn namespaces_create_list_delete() {
 
 #[test]
 fn get_watch_streams_later_changes() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let mut child = std::process::Command::new("kubectl")
         .args(["get", "pods", "-w"])
         .env("KUBECONFIG", &s.kubeconfig)
@@ -334,7 +334,7 @@ fn get_watch_streams_later_changes() {
 
 #[test]
 fn events_are_listed_and_described() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["apply", "-f", f.to_str().unwrap()]).ok();
     let uid = s
@@ -387,7 +387,7 @@ count: 1
 
 #[test]
 fn errors_look_like_kubernetes() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let nope = s.kubectl(&["get", "pod", "nope"]);
     assert_eq!(nope.code, 1);
     assert_eq!(
@@ -518,7 +518,7 @@ spec:
 
 #[test]
 fn restart_reuses_data_and_credentials() {
-    let mut s = Skiff::start();
+    let mut s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["apply", "-f", f.to_str().unwrap()]).ok();
     let kc_before = std::fs::read_to_string(&s.kubeconfig).unwrap();

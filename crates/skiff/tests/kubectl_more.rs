@@ -20,7 +20,7 @@ spec:
 
 #[test]
 fn replace_and_patch() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
 
@@ -108,7 +108,7 @@ fn replace_and_patch() {
 
 #[test]
 fn wait_for_condition_and_delete() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
     let kubeconfig = s.kubeconfig.clone();
@@ -155,7 +155,7 @@ fn wait_for_condition_and_delete() {
 
 #[test]
 fn get_all_and_several_kinds() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
     let all = table(&s.kubectl(&["get", "all"]).ok().stdout);
@@ -178,7 +178,7 @@ fn get_all_and_several_kinds() {
 
 #[test]
 fn watch_one_pod_sees_its_changes() {
-    let s = Skiff::start();
+    let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
     let mut child = std::process::Command::new("kubectl")
