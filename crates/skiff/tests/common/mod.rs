@@ -40,6 +40,12 @@ impl Skiff {
         Skiff::start_with(&[])
     }
 
+    /// A bare API server: `skiff up` with the scheduler, controllers and agent switched off, so
+    /// objects change only when the test changes them.
+    pub fn bare() -> Skiff {
+        Skiff::start_with(&["--disable", "scheduler,controllers,agent"])
+    }
+
     pub fn start_with(extra: &[&str]) -> Skiff {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Skiff {
@@ -200,4 +206,58 @@ pub fn table(out: &str) -> Vec<Vec<String>> {
 /// Collapses runs of whitespace to one space, for assertions on aligned output.
 pub fn squash(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A Node object with capacity = allocatable (`cpu`, `memory`, 110 pods) and `Ready=True`;
+/// `extra` is merged in (e.g. `{"spec": {"taints": [...]}}` or `{"metadata": {"labels": ...}}`).
+pub fn node_object(
+    name: &str,
+    cpu: &str,
+    memory: &str,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut node = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+        "status": {
+            "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                            "message": "kubelet is posting ready status"}],
+        },
+    });
+    merge_json(&mut node, extra);
+    node
+}
+
+fn merge_json(into: &mut serde_json::Value, from: serde_json::Value) {
+    match (into, from) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge_json(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+impl Skiff {
+    /// Creates a node (status included) through the API with the kube client, from a
+    /// synchronous test.
+    pub fn create_node(&self, node: serde_json::Value) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let nodes: kube::Api<k8s_openapi::api::core::v1::Node> =
+                kube::Api::all(self.client().await);
+            let node: k8s_openapi::api::core::v1::Node =
+                serde_json::from_value(node).expect("node object");
+            nodes
+                .create(&kube::api::PostParams::default(), &node)
+                .await
+                .expect("create node");
+        });
+    }
 }
