@@ -31,6 +31,16 @@ pub enum CacheError {
     NoSuchNode,
 }
 
+/// What [`ClusterCache::apply_node`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeChange {
+    Added,
+    /// A field the filters or scores read changed.
+    Updated,
+    /// Nothing a scheduling decision reads changed (e.g. a heartbeat).
+    Unchanged,
+}
+
 /// Snapshot + pod ledger.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterCache {
@@ -58,6 +68,27 @@ impl ClusterCache {
             }
         }
         idx
+    }
+
+    /// [`ClusterCache::upsert_node`], telling whether the change can make a pod that did not fit
+    /// fit now: a new node, or an update of a field the filters read (upstream's NodeAdd and
+    /// NodeUpdate cluster events). A heartbeat that changes nothing else is not such a change.
+    pub fn apply_node(&mut self, node: &Node) -> NodeChange {
+        let name = node.metadata.name.as_deref().unwrap_or("");
+        let before = self.snapshot.get(name).cloned();
+        let idx = self.upsert_node(node);
+        match before {
+            None => NodeChange::Added,
+            Some(b) if b.same_for_scheduling(&self.snapshot.nodes()[idx]) => NodeChange::Unchanged,
+            Some(_) => NodeChange::Updated,
+        }
+    }
+
+    /// Every cached pod: `(key, node, assumed)`.
+    pub fn pods(&self) -> impl Iterator<Item = (&str, &str, bool)> {
+        self.pods
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.node.as_str(), p.assumed))
     }
 
     /// Removes a node. Its pods stay cached and are counted again if the node comes back.
@@ -219,6 +250,26 @@ mod tests {
         c.observe_bound("p", "b", req(500));
         assert_eq!(cpu_on(&c, "a"), 0);
         assert_eq!(cpu_on(&c, "b"), 500);
+    }
+
+    #[test]
+    fn node_changes_that_matter() {
+        let mut c = ClusterCache::new();
+        let mut n = node("a", "4", "8Gi");
+        assert_eq!(c.apply_node(&n), NodeChange::Added);
+        assert_eq!(c.apply_node(&n), NodeChange::Unchanged);
+        c.assume("p", "a", req(100)).unwrap();
+        // A heartbeat (only timestamps move) is not a change; counted pods are kept.
+        n.metadata.resource_version = Some("7".into());
+        assert_eq!(c.apply_node(&n), NodeChange::Unchanged);
+        assert_eq!(cpu_on(&c, "a"), 100);
+        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(c.apply_node(&n), NodeChange::Updated);
+        let pods: Vec<_> = c.pods().collect();
+        assert_eq!(pods, vec![("p", "a", true)]);
     }
 
     #[test]

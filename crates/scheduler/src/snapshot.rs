@@ -74,6 +74,19 @@ impl NodeInfo {
         lookup(&self.requested_scalar, name)
     }
 
+    /// Whether `other` describes the node the same way for filtering and scoring: labels, taints,
+    /// cordon, readiness, allocatable and images. Counted pods and generations are ignored, so a
+    /// heartbeat that only moves a condition's timestamps compares equal.
+    pub fn same_for_scheduling(&self, other: &NodeInfo) -> bool {
+        self.labels == other.labels
+            && self.taints == other.taints
+            && self.unschedulable == other.unschedulable
+            && self.ready == other.ready
+            && self.allocatable == other.allocatable
+            && self.allocatable_scalar == other.allocatable_scalar
+            && self.images == other.images
+    }
+
     pub(crate) fn has_image(&self, id: u32) -> bool {
         self.images.binary_search(&id).is_ok()
     }

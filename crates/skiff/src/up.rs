@@ -1,5 +1,7 @@
 //! `skiff up` and `skiff server`: the API server over the embedded store, plus (as they land)
-//! the scheduler, controllers and a local agent, in one process.
+//! the scheduler, controllers and a local agent, in one process. `skiff scheduler` runs the
+//! scheduler alone against any server. Every part other than the API server is an API client,
+//! even in-process: it gets a kube client built from the admin kubeconfig `up` writes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -8,6 +10,7 @@ use std::time::Instant;
 
 use clap::Args;
 use skiff_apiserver::ServerConfig;
+use skiff_scheduler::runner::SchedulerConfig;
 use skiff_store::RedbStore;
 
 #[derive(Args, Debug)]
@@ -41,7 +44,7 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
             ));
         }
     }
-    let _ = server_only;
+    let run_scheduler = !server_only && !args.disable.iter().any(|d| d == "scheduler");
     let data_dir = args
         .data_dir
         .clone()
@@ -90,9 +93,69 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     );
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     tracing::info!(server = %url, kubeconfig = %kubeconfig_path.display(), "ready");
+    let scheduler = if run_scheduler {
+        let client = client_from_kubeconfig(&kc).await?;
+        Some(skiff_scheduler::runner::start(
+            client,
+            SchedulerConfig::default(),
+        ))
+    } else {
+        None
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(s) = scheduler {
+        s.shutdown().await;
+    }
     server.shutdown().await;
+    Ok(())
+}
+
+/// A kube client from kubeconfig contents (the admin kubeconfig `up` renders).
+pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client, String> {
+    let kc = kube::config::Kubeconfig::from_yaml(yaml)
+        .map_err(|e| format!("cannot read the kubeconfig: {e}"))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| format!("cannot use the kubeconfig: {e}"))?;
+    kube::Client::try_from(cfg).map_err(|e| format!("cannot build a client: {e}"))
+}
+
+#[derive(Args, Debug)]
+pub struct SchedulerArgs {
+    /// The kubeconfig of the cluster to schedule for.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Pods whose spec.schedulerName is this are scheduled (absent means default-scheduler).
+    #[arg(long, default_value = skiff_scheduler::schedule::DEFAULT_SCHEDULER_NAME)]
+    pub scheduler_name: String,
+    /// percentageOfNodesToScore (0 = adaptive, as upstream).
+    #[arg(long, default_value_t = 0)]
+    pub percentage_of_nodes_to_score: u32,
+}
+
+/// `skiff scheduler`: the scheduler alone, against the server the kubeconfig names.
+pub async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
+    let yaml = std::fs::read_to_string(&args.kubeconfig)
+        .map_err(|e| format!("cannot read {}: {e}", args.kubeconfig.display()))?;
+    let client = client_from_kubeconfig(&yaml).await?;
+    let cfg = SchedulerConfig {
+        reporting_instance: format!(
+            "{}-{}",
+            args.scheduler_name,
+            skiff_scheduler::runner::hostname()
+        ),
+        scheduler_name: args.scheduler_name,
+        options: skiff_scheduler::ScheduleOptions {
+            percentage_of_nodes_to_score: args.percentage_of_nodes_to_score.min(100),
+        },
+        ..SchedulerConfig::default()
+    };
+    let handle = skiff_scheduler::runner::start(client, cfg);
+    println!("skiff scheduler is running");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
     Ok(())
 }
 
