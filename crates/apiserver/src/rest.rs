@@ -986,25 +986,26 @@ async fn bind(api: &Arc<Api>, t: &Target, body: Value, params: &Params) -> ApiRe
     };
     // spec.nodeName is otherwise immutable: the binding writes the stored object directly.
     let key = pod_info.key(ns.as_deref(), &pod_name);
+    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     for _ in 0..16 {
         let (current, rv) = read(api, pod_info, &key, &pod_name).await?;
         let mut new = assign(&current)?;
         set_condition(&mut new, "PodScheduled", "True", None, None, now());
         if params.dry_run() {
-            break;
+            return Ok(json_response(StatusCode::CREATED, &status));
         }
         match api
             .store
             .update(&key, object::encode_for_store(&new), Some(rv))
             .await
         {
-            Ok(_) => break,
+            Ok(_) => return Ok(json_response(StatusCode::CREATED, &status)),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-    Ok(json_response(StatusCode::CREATED, &status))
+    // Another writer kept changing the pod; the scheduler retries the binding.
+    Err(ApiError::modified("pods", &pod_name))
 }
 
 /// Sets a pod condition, keeping lastTransitionTime when the status does not change.

@@ -30,6 +30,9 @@ pub struct UpArgs {
     /// Where to write the kubeconfig [default: <data-dir>/kubeconfig].
     #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
+    /// Seconds a node may stay silent before the node lifecycle controller marks it Unknown.
+    #[arg(long, default_value_t = 50)]
+    pub node_monitor_grace_period: u64,
 }
 
 const PARTS: &[&str] = &["scheduler", "controllers", "agent"];
@@ -45,6 +48,7 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         }
     }
     let run_scheduler = !server_only && !args.disable.iter().any(|d| d == "scheduler");
+    let run_controllers = !server_only && !args.disable.iter().any(|d| d == "controllers");
     let data_dir = args
         .data_dir
         .clone()
@@ -102,8 +106,25 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     } else {
         None
     };
+    let controllers = if run_controllers {
+        let client = client_from_kubeconfig(&kc).await?;
+        let cfg = skiff_controllers::node_lifecycle::Config {
+            grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
+            monitor_period: std::time::Duration::from_secs(
+                args.node_monitor_grace_period.clamp(1, 5),
+            ),
+        };
+        Some(tokio::spawn(skiff_controllers::node_lifecycle::run(
+            client, cfg,
+        )))
+    } else {
+        None
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(c) = controllers {
+        c.abort();
+    }
     if let Some(s) = scheduler {
         s.shutdown().await;
     }
