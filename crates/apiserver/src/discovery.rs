@@ -248,6 +248,25 @@ pub fn openapi_doc(group: &str) -> Value {
     })
 }
 
+/// `/openapi/v2`: a minimal OpenAPI v2 document in the protobuf form kubectl reads (gnostic's
+/// `openapi_v2.Document` with only `swagger` and `info`). kubectl falls back to it for kinds the
+/// v3 documents do not list (a `kind: List` file, say); with no schema for a kind it leaves the
+/// validation to the server, which is what happens for every kind here. It is served as
+/// `application/octet-stream`, as the real server does: Go cannot parse the `@` in the media type
+/// kubectl asks for.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(num: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![(num << 3) | 2, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+    let mut info = field(1, b"Kubernetes");
+    info.extend(field(2, b"v1.32.0"));
+    let mut doc = field(1, b"2.0");
+    doc.extend(field(2, &info));
+    doc
+}
+
 /// The group of an OpenAPI v3 document path, if served.
 pub fn openapi_group(path: &str) -> Option<&'static str> {
     if path == "api/v1" {

@@ -212,6 +212,12 @@ async fn route(
         )
             .into_response()),
         ["openapi", "v3"] => discovery(discovery::openapi_index()),
+        ["openapi", "v2"] => Ok((
+            StatusCode::OK,
+            [("content-type", "application/octet-stream")],
+            discovery::openapi_v2_protobuf(),
+        )
+            .into_response()),
         ["openapi", "v3", rest @ ..] => match discovery::openapi_group(&rest.join("/")) {
             Some(g) => discovery(discovery::openapi_doc(g)),
             None => Err(ApiError::no_route()),

@@ -210,3 +210,24 @@ fn watch_one_pod_sees_its_changes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn lists_and_unknown_kinds() {
+    let s = Skiff::bare();
+    let list = r#"{"apiVersion":"v1","kind":"List","items":[
+        {"apiVersion":"v1","kind":"Pod","metadata":{"name":"a"},"spec":{"containers":[{"name":"c","image":"x"}]}},
+        {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"demo"}}]}"#;
+    let out = s.kubectl_stdin(&["create", "-f", "-"], Some(list)).ok();
+    assert_eq!(out.stdout.trim(), "pod/a created\nnamespace/demo created");
+    let out = s.kubectl_stdin(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pdo\nmetadata:\n  name: x\n"),
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("no matches for kind \"Pdo\" in version \"v1\""),
+        "{}",
+        out.stderr
+    );
+}
