@@ -89,6 +89,7 @@ mod tests {
             store: Arc::new(store),
             server_address: String::new(),
             metrics: crate::metrics::Metrics::new(),
+            agent_token: String::new(),
         };
         crate::namespaces::ensure_system_namespaces(&api)
             .await

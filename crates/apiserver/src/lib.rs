@@ -18,6 +18,7 @@ use skiff_store::Store;
 pub mod discovery;
 pub mod errors;
 pub mod events;
+pub mod logs;
 pub mod metrics;
 pub mod namespaces;
 pub mod object;
@@ -78,6 +79,7 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<
         store,
         server_address: addr.to_string(),
         metrics: metrics::Metrics::new(),
+        agent_token: pki.admin_token.clone(),
     });
     namespaces::ensure_system_namespaces(&api)
         .await

@@ -24,6 +24,8 @@ pub struct Api {
     /// `host:port` this server is reached at, for legacy discovery.
     pub server_address: String,
     pub metrics: crate::metrics::Metrics,
+    /// The credential the API server presents to node agents (pods/log and friends).
+    pub agent_token: String,
 }
 
 /// A request resolved to a resource: `/api/v1/namespaces/default/pods/web/status`.
@@ -105,6 +107,10 @@ pub async fn serve_resource(
         }
         (Method::GET, false, None) => list(api, &target, params, accept).await,
         (Method::GET, true, None | Some("status")) => get(api, &target, params, accept).await,
+        (Method::GET, true, Some("log")) => {
+            let ns = target.namespace.as_deref().unwrap_or("default");
+            crate::logs::serve_log(api, ns, target.name.as_deref().unwrap_or(""), params).await
+        }
         (Method::POST, false, None) if info.resource == "bindings" => {
             let body = decode_body(content_type, body)?;
             bind(api, &target, body, params).await
