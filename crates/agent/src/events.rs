@@ -86,7 +86,10 @@ pub fn already_present(c: ContainerRef, image: &str) -> EventToEmit {
     normal(
         c,
         "Pulled",
-        format!("Container image {} already present on machine", go_quote(image)),
+        format!(
+            "Container image {} already present on machine",
+            go_quote(image)
+        ),
     )
 }
 

@@ -80,10 +80,7 @@ pub(crate) fn begin_kill(
     ) {
         cm.restart_after_kill = Some(attempt);
     }
-    let has_pre_stop = c
-        .lifecycle
-        .as_ref()
-        .is_some_and(|l| l.pre_stop.is_some());
+    let has_pre_stop = c.lifecycle.as_ref().is_some_and(|l| l.pre_stop.is_some());
     let stage = if has_pre_stop && grace > 0 {
         out.actions.push(Action::RunPreStop {
             container: r,
@@ -125,6 +122,30 @@ fn sidecar_turn(cx: &Cx, r: ContainerRef) -> bool {
 
 fn whole_secs_since(since: jiff::Timestamp, now: jiff::Timestamp) -> i64 {
     now.duration_since(since).as_secs().max(0)
+}
+
+/// Ends the kills whose instance has stopped, recording any reason that waited for it.
+pub(crate) fn settle_kills(cx: &Cx, memory: &mut PodMemory) {
+    for r in all_containers(cx.spec) {
+        let Some(kill) = memory.container(r).kill else {
+            continue;
+        };
+        let running = cx
+            .observed
+            .container(r)
+            .running()
+            .is_some_and(|i| i.attempt == kill.attempt);
+        if running {
+            continue;
+        }
+        let cm = memory.container_mut(r);
+        cm.kill = None;
+        if let Some((attempt, reason)) = cm.reason_after_kill.take()
+            && attempt == kill.attempt
+        {
+            cm.reason = Some(reason);
+        }
+    }
 }
 
 /// Moves every kill forward: preStop finished or timed out, sidecar turn reached, `Kill` issued.
@@ -233,7 +254,10 @@ mod tests {
 
     #[test]
     fn killing_messages() {
-        assert_eq!(message("app", KillReason::Stop, false), "Stopping container app");
+        assert_eq!(
+            message("app", KillReason::Stop, false),
+            "Stopping container app"
+        );
         assert_eq!(
             message("app", KillReason::Liveness { restart: true }, false),
             "Container app failed liveness probe, will be restarted"
@@ -250,6 +274,9 @@ mod tests {
             message("proxy", KillReason::Liveness { restart: true }, true),
             "Init container proxy failed liveness probe"
         );
-        assert_eq!(message("app", KillReason::PostStartHook, false), "FailedPostStartHook");
+        assert_eq!(
+            message("app", KillReason::PostStartHook, false),
+            "FailedPostStartHook"
+        );
     }
 }

@@ -15,7 +15,7 @@
 //! * [`status`]: the API `PodStatus` (phase, conditions, container statuses).
 //! * [`backoff`]: the per-key exponential back-off (CrashLoopBackOff, ImagePullBackOff).
 //! * [`probe`]: the probe worker state machine (thresholds, schedule, startup gating).
-//! * [`events`]: the event catalogue; [`reasons`]: waiting reasons; [`format`]: Go-style text.
+//! * [`events`]: the event catalogue; [`reasons`]: waiting reasons; [`mod@format`]: Go-style text.
 //! * `start`, `kill`, `rules`: the start pipeline, the kill/termination state machine and the
 //!   shared predicates behind `decide`.
 //!
@@ -31,6 +31,7 @@ pub mod memory;
 pub mod observed;
 pub mod probe;
 pub mod reasons;
+pub mod runtime;
 mod rules;
 mod start;
 pub mod status;

@@ -6,7 +6,7 @@
 //! actions out through the runtime, reports what finished as [`Outcome`]s, writes the status and
 //! events, and sleeps until `wake_at` or the next runtime event. Everything with rules in it —
 //! restart policy, back-off, init and sidecar ordering, probes, hooks, termination — lives here
-//! and in the modules it calls ([`crate::start`], [`crate::kill`], [`crate::status`]), and is
+//! and in the modules it calls (`start`, `kill`, [`crate::status`]), and is
 //! tested with a fake clock.
 //!
 //! One call does, in order:
@@ -19,6 +19,10 @@
 //!    **terminate** (deleted or complete: preStop, SIGTERM/SIGKILL, sidecars last, sandbox, final
 //!    delete);
 //! 4. **probes** that are due.
+//!
+//! The worker's side of the contract: pass each [`Outcome`] exactly once; take the observation
+//! no earlier than the outcomes it carries (an instance reported `Started` must already be in
+//! it); write `status` before performing `ConfirmDeletion`; keep one [`PodMemory`] per pod UID.
 //!
 //! Deliberately left out (for now):
 //! * Sandbox recreation after the sandbox dies (`SandboxChanged`, re-running init containers) and
@@ -44,7 +48,7 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 
 use crate::events::{self, EventToEmit};
 use crate::kill;
-use crate::memory::{KillReason, KillStage, Op, PodMemory, spec_hash};
+use crate::memory::{KillReason, KillStage, Op, PodMemory, WaitingReason, spec_hash};
 use crate::observed::{ContainerRef, InstanceState, ObservedPod, Outcome, StartError};
 use crate::probe::{ProbeKind, ProbeOutcome, ProbeResult, ProbeTiming};
 use crate::reasons::{
@@ -70,13 +74,22 @@ pub enum Action {
     CreateSandbox,
     /// Pull an image (policy and back-off already checked). Report
     /// [`Outcome::PullSucceeded`] or [`Outcome::PullFailed`].
-    PullImage { container: ContainerRef, image: String },
+    PullImage {
+        container: ContainerRef,
+        image: String,
+    },
     /// Create and start instance `attempt` (its restart count). Report [`Outcome::Started`] or
     /// [`Outcome::StartFailed`] and show the instance in the observation.
-    CreateAndStart { container: ContainerRef, attempt: u32 },
+    CreateAndStart {
+        container: ContainerRef,
+        attempt: u32,
+    },
     /// Run the postStart hook of a just-started instance. Report
     /// [`Outcome::PostStartFinished`].
-    RunPostStart { container: ContainerRef, attempt: u32 },
+    RunPostStart {
+        container: ContainerRef,
+        attempt: u32,
+    },
     /// Run the preStop hook, for at most `grace_seconds`. Report [`Outcome::PreStopFinished`].
     RunPreStop {
         container: ContainerRef,
@@ -146,7 +159,12 @@ impl Out {
 }
 
 /// Decides what to do next for one pod. See the module documentation.
-pub fn decide(pod: &Pod, observed: &ObservedPod, memory: &mut PodMemory, now: Timestamp) -> Decision {
+pub fn decide(
+    pod: &Pod,
+    observed: &ObservedPod,
+    memory: &mut PodMemory,
+    now: Timestamp,
+) -> Decision {
     let Some(spec) = pod.spec.as_ref() else {
         return Decision {
             actions: Vec::new(),
@@ -167,6 +185,7 @@ pub fn decide(pod: &Pod, observed: &ObservedPod, memory: &mut PodMemory, now: Ti
     let mut out = Out::default();
 
     ingest(&cx, memory, &mut out);
+    kill::settle_kills(&cx, memory);
     track_instances(&cx, memory);
     let status = status::generate(pod, observed, memory, now);
     remember_status(memory, &status);
@@ -246,8 +265,13 @@ fn ingest(cx: &Cx, memory: &mut PodMemory, out: &mut Out) {
                     cm.op = Op::Pulled { attempt };
                     cm.pull_error = None;
                     let image = image_of(cx, r);
-                    out.events
-                        .push(events::pulled(r, image, *pull_time, *total_time, *image_size));
+                    out.events.push(events::pulled(
+                        r,
+                        image,
+                        *pull_time,
+                        *total_time,
+                        *image_size,
+                    ));
                 }
             }
             Outcome::PullFailed { container, error } => {
@@ -274,10 +298,7 @@ fn ingest(cx: &Cx, memory: &mut PodMemory, out: &mut Out) {
                 let Some(c) = r.spec(cx.spec) else { continue };
                 out.events.push(events::created(r, &c.name));
                 out.events.push(events::started(r, &c.name));
-                let has_post_start = c
-                    .lifecycle
-                    .as_ref()
-                    .is_some_and(|l| l.post_start.is_some());
+                let has_post_start = c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some());
                 if has_post_start {
                     cm.op = Op::PostStart { attempt: *attempt };
                     out.actions.push(Action::RunPostStart {
@@ -328,13 +349,21 @@ fn ingest(cx: &Cx, memory: &mut PodMemory, out: &mut Out) {
                     None => cm.reason = None,
                     Some(detail) => {
                         out.events.push(events::post_start_failed(r));
-                        set_reason(cm, out, POST_START_HOOK_ERROR, detail.clone());
                         let running = cx
                             .observed
                             .container(r)
                             .running()
                             .is_some_and(|i| i.attempt == *attempt);
-                        if running {
+                        if !running {
+                            set_reason(cm, out, POST_START_HOOK_ERROR, detail.clone());
+                        } else {
+                            cm.reason_after_kill = Some((
+                                *attempt,
+                                WaitingReason {
+                                    reason: POST_START_HOOK_ERROR,
+                                    message: detail.clone(),
+                                },
+                            ));
                             kill::begin_kill(
                                 cx,
                                 memory,
@@ -492,7 +521,12 @@ fn init_actions(cx: &Cx, memory: &PodMemory, plan: &mut Plan) -> Option<bool> {
             .container(ContainerRef::App(i))
             .current
             .as_ref()
-            .is_some_and(|c| matches!(c.state, InstanceState::Created | InstanceState::Running { .. }))
+            .is_some_and(|c| {
+                matches!(
+                    c.state,
+                    InstanceState::Created | InstanceState::Running { .. }
+                )
+            })
     });
     let mut previously = initialized;
     let last = inits.len() - 1;
@@ -516,8 +550,11 @@ fn init_actions(cx: &Cx, memory: &PodMemory, plan: &mut Plan) -> Option<bool> {
                     match probe_result(memory, r, ProbeKind::Startup, cur.attempt) {
                         ProbeResult::Success => {}
                         ProbeResult::Failure => {
-                            plan.kills
-                                .push((r, cur.attempt, KillReason::Startup { restart: true }));
+                            plan.kills.push((
+                                r,
+                                cur.attempt,
+                                KillReason::Startup { restart: true },
+                            ));
                             plan.to_start.push(r);
                             break 'sidecar;
                         }
@@ -579,7 +616,9 @@ fn app_actions(cx: &Cx, memory: &PodMemory, plan: &mut Plan) -> bool {
             continue;
         };
         let restart = cx.policy.restarts_on_failure();
-        let reason = if probe_result(memory, r, ProbeKind::Liveness, cur.attempt) == ProbeResult::Failure {
+        let reason = if probe_result(memory, r, ProbeKind::Liveness, cur.attempt)
+            == ProbeResult::Failure
+        {
             KillReason::Liveness { restart }
         } else if probe_result(memory, r, ProbeKind::Startup, cur.attempt) == ProbeResult::Failure {
             KillReason::Startup { restart }

@@ -44,7 +44,10 @@ pub(crate) enum Op {
 impl Op {
     /// True while the runtime is working on it (the pod's sync is "blocked").
     pub(crate) fn in_flight(self) -> bool {
-        matches!(self, Op::Pulling { .. } | Op::Starting { .. } | Op::PostStart { .. })
+        matches!(
+            self,
+            Op::Pulling { .. } | Op::Starting { .. } | Op::PostStart { .. }
+        )
     }
 }
 
@@ -98,6 +101,9 @@ pub(crate) struct ContainerMemory {
     pub(crate) retry_at: Option<Timestamp>,
     /// The last image pull error, `"<ErrName>: <message>"`, for the ImagePullBackOff message.
     pub(crate) pull_error: Option<String>,
+    /// A waiting reason to record once instance `.0` has stopped (the failed postStart hook's
+    /// error: the kubelet records it after the kill that follows the hook).
+    pub(crate) reason_after_kill: Option<(u32, WaitingReason)>,
 }
 
 impl ContainerMemory {
@@ -240,7 +246,11 @@ impl PodMemory {
                 .and_then(|s| s.start_time.as_ref())
                 .map_or_else(|| whole_seconds(now), |t| t.0),
         );
-        for c in status.and_then(|s| s.conditions.as_ref()).into_iter().flatten() {
+        for c in status
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+        {
             if let Some(i) = OWNED_CONDITIONS.iter().position(|t| *t == c.type_) {
                 let st = match c.status.as_str() {
                     "True" => "True",

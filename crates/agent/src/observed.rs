@@ -217,7 +217,10 @@ pub enum Outcome {
         error: String,
     },
     /// `CreateAndStart` created and started the instance.
-    Started { container: ContainerRef, attempt: u32 },
+    Started {
+        container: ContainerRef,
+        attempt: u32,
+    },
     /// `CreateAndStart` failed.
     StartFailed {
         container: ContainerRef,
@@ -264,7 +267,9 @@ impl ObservedPod {
     /// An empty observation sized for the pod's containers.
     pub fn for_pod(pod: &Pod) -> Self {
         let spec = pod.spec.as_ref();
-        let inits = spec.and_then(|s| s.init_containers.as_ref()).map_or(0, Vec::len);
+        let inits = spec
+            .and_then(|s| s.init_containers.as_ref())
+            .map_or(0, Vec::len);
         let apps = spec.map_or(0, |s| s.containers.len());
         ObservedPod {
             init_containers: vec![ObservedContainer::default(); inits],

@@ -26,7 +26,11 @@ pub enum ProbeKind {
 
 impl ProbeKind {
     /// All kinds, in the order the engine evaluates them.
-    pub const ALL: [ProbeKind; 3] = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness];
+    pub const ALL: [ProbeKind; 3] = [
+        ProbeKind::Startup,
+        ProbeKind::Liveness,
+        ProbeKind::Readiness,
+    ];
 
     /// The word event messages start with (`Liveness probe failed: …`).
     pub fn title(self) -> &'static str {
@@ -230,7 +234,13 @@ impl ProbeState {
     /// Applies a finished run. Returns true when the cached result changed. Errors are
     /// discarded; warnings count as successes. A liveness or startup failure that reaches the
     /// threshold puts the worker on hold until a new instance starts.
-    pub fn record(&mut self, kind: ProbeKind, outcome: &ProbeOutcome, now: Timestamp, t: &ProbeTiming) -> bool {
+    pub fn record(
+        &mut self,
+        kind: ProbeKind,
+        outcome: &ProbeOutcome,
+        now: Timestamp,
+        t: &ProbeTiming,
+    ) -> bool {
         self.in_flight = false;
         if self.next_due.is_some_and(|d| d <= now) {
             self.advance_past(now, t);
@@ -357,14 +367,34 @@ mod tests {
         r.mark_started(t(0), &tm);
         assert!(!r.record(ProbeKind::Readiness, &ProbeOutcome::Success, t(0), &tm));
         r.mark_started(t(5), &tm);
-        assert!(!r.record(ProbeKind::Readiness, &ProbeOutcome::Error("x".into()), t(5), &tm));
+        assert!(!r.record(
+            ProbeKind::Readiness,
+            &ProbeOutcome::Error("x".into()),
+            t(5),
+            &tm
+        ));
         r.mark_started(t(10), &tm);
-        assert!(r.record(ProbeKind::Readiness, &ProbeOutcome::Warning("redirect".into()), t(10), &tm));
+        assert!(r.record(
+            ProbeKind::Readiness,
+            &ProbeOutcome::Warning("redirect".into()),
+            t(10),
+            &tm
+        ));
         assert_eq!(r.result(), ProbeResult::Success);
         r.mark_started(t(15), &tm);
-        assert!(!r.record(ProbeKind::Readiness, &ProbeOutcome::Failure("no".into()), t(15), &tm));
+        assert!(!r.record(
+            ProbeKind::Readiness,
+            &ProbeOutcome::Failure("no".into()),
+            t(15),
+            &tm
+        ));
         r.mark_started(t(20), &tm);
-        assert!(r.record(ProbeKind::Readiness, &ProbeOutcome::Failure("no".into()), t(20), &tm));
+        assert!(r.record(
+            ProbeKind::Readiness,
+            &ProbeOutcome::Failure("no".into()),
+            t(20),
+            &tm
+        ));
         assert_eq!(r.result(), ProbeResult::Failure);
         assert_eq!(r.next_due(), Some(t(25)), "readiness keeps probing");
     }

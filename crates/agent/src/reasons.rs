@@ -47,7 +47,8 @@ mod tests {
             classify_pull_error("x:1", "RegistryUnavailable: dial tcp"),
             (
                 REGISTRY_UNAVAILABLE,
-                "image pull failed for x:1 because the registry is unavailable: dial tcp".to_string()
+                "image pull failed for x:1 because the registry is unavailable: dial tcp"
+                    .to_string()
             )
         );
     }

@@ -49,16 +49,24 @@ pub(crate) fn should_restart(
     memory: &PodMemory,
     r: ContainerRef,
 ) -> bool {
+    let state = observed.container(r).current.as_ref().map(|i| &i.state);
+    should_restart_state(pod, spec, memory, state)
+}
+
+/// [`should_restart`] for a given newest instance state.
+pub(crate) fn should_restart_state(
+    pod: &Pod,
+    spec: &PodSpec,
+    memory: &PodMemory,
+    state: Option<&InstanceState>,
+) -> bool {
     if pod.metadata.deletion_timestamp.is_some() || memory.complete {
         return false;
     }
-    let Some(cur) = observed.container(r).current.as_ref() else {
-        return true;
-    };
-    match &cur.state {
-        InstanceState::Running { .. } => false,
-        InstanceState::Created | InstanceState::Unknown => true,
-        InstanceState::Exited(e) => match RestartPolicy::of(spec) {
+    match state {
+        None | Some(InstanceState::Created | InstanceState::Unknown) => true,
+        Some(InstanceState::Running { .. }) => false,
+        Some(InstanceState::Exited(e)) => match RestartPolicy::of(spec) {
             RestartPolicy::Never => false,
             RestartPolicy::OnFailure => e.exit_code != 0,
             RestartPolicy::Always => true,

@@ -131,7 +131,13 @@ enum Image {
 }
 
 /// A start error that is retried on the next sync (10 s later).
-fn fail_and_retry(cx: &Cx, cm: &mut ContainerMemory, out: &mut Out, reason: &'static str, message: String) {
+fn fail_and_retry(
+    cx: &Cx,
+    cm: &mut ContainerMemory,
+    out: &mut Out,
+    reason: &'static str,
+    message: String,
+) {
     set_reason(cm, out, reason, message);
     let at = cx.now + SYNC_RETRY;
     cm.retry_at = Some(at);
@@ -164,8 +170,15 @@ fn ensure_image(
                 go_quote(image)
             );
             out.events.push(events::never_pull(r, &message));
-            out.events.push(events::start_failed(r, ERR_IMAGE_NEVER_PULL));
-            fail_and_retry(cx, memory.container_mut(r), out, ERR_IMAGE_NEVER_PULL, message);
+            out.events
+                .push(events::start_failed(r, ERR_IMAGE_NEVER_PULL));
+            fail_and_retry(
+                cx,
+                memory.container_mut(r),
+                out,
+                ERR_IMAGE_NEVER_PULL,
+                message,
+            );
             return Image::Failed;
         }
         "IfNotPresent" => match presence {
@@ -176,8 +189,15 @@ fn ensure_image(
             ImagePresence::InspectError(e) => {
                 let message = format!("Failed to inspect image \"\": {e}");
                 out.events.push(events::inspect_failed(r, &message));
-                out.events.push(events::start_failed(r, IMAGE_INSPECT_ERROR));
-                fail_and_retry(cx, memory.container_mut(r), out, IMAGE_INSPECT_ERROR, message);
+                out.events
+                    .push(events::start_failed(r, IMAGE_INSPECT_ERROR));
+                fail_and_retry(
+                    cx,
+                    memory.container_mut(r),
+                    out,
+                    IMAGE_INSPECT_ERROR,
+                    message,
+                );
                 return Image::Failed;
             }
             ImagePresence::Absent | ImagePresence::Unknown => {}
@@ -185,7 +205,10 @@ fn ensure_image(
         _ => {}
     }
 
-    if memory.image_backoff.is_in_backoff_since_update(image, cx.now) {
+    if memory
+        .image_backoff
+        .is_in_backoff_since_update(image, cx.now)
+    {
         let base = events::image_backoff_message(image);
         let cm = memory.container_mut(r);
         let message = match &cm.pull_error {
@@ -194,7 +217,8 @@ fn ensure_image(
         };
         if set_reason(cm, out, IMAGE_PULL_BACK_OFF, message) {
             out.events.push(events::image_backoff(r, image));
-            out.events.push(events::start_failed(r, IMAGE_PULL_BACK_OFF));
+            out.events
+                .push(events::start_failed(r, IMAGE_PULL_BACK_OFF));
         }
         if let Some(e) = memory.image_backoff.entry(image) {
             out.wake(e.last_update + e.backoff);

@@ -25,7 +25,12 @@ pub const CONTAINER_CREATING: &str = "ContainerCreating";
 pub const POD_INITIALIZING: &str = "PodInitializing";
 
 /// The pod status the agent reports now.
-pub fn generate(pod: &Pod, observed: &ObservedPod, memory: &PodMemory, now: Timestamp) -> PodStatus {
+pub fn generate(
+    pod: &Pod,
+    observed: &ObservedPod,
+    memory: &PodMemory,
+    now: Timestamp,
+) -> PodStatus {
     let Some(spec) = pod.spec.as_ref() else {
         return PodStatus::default();
     };
@@ -37,10 +42,28 @@ pub fn generate(pod: &Pod, observed: &ObservedPod, memory: &PodMemory, now: Time
         POD_INITIALIZING
     };
     let init_statuses: Vec<ContainerStatus> = (0..inits.len())
-        .map(|i| container_status(pod, spec, observed, memory, ContainerRef::Init(i), default_reason))
+        .map(|i| {
+            container_status(
+                pod,
+                spec,
+                observed,
+                memory,
+                ContainerRef::Init(i),
+                default_reason,
+            )
+        })
         .collect();
     let mut app_statuses: Vec<ContainerStatus> = (0..spec.containers.len())
-        .map(|i| container_status(pod, spec, observed, memory, ContainerRef::App(i), default_reason))
+        .map(|i| {
+            container_status(
+                pod,
+                spec,
+                observed,
+                memory,
+                ContainerRef::App(i),
+                default_reason,
+            )
+        })
         .collect();
 
     let terminal = rules::pod_is_terminal(pod, spec, observed, memory);
@@ -72,9 +95,15 @@ pub fn generate(pod: &Pod, observed: &ObservedPod, memory: &PodMemory, now: Time
     let initialized = initialized_condition(spec, &init_statuses, &app_statuses, phase);
     let containers_ready = containers_ready_condition(spec, &init_statuses, &app_statuses, phase);
     let ready = ready_condition(spec, &conditions[..owned], &containers_ready);
-    for (i, c) in [ready_to_start, initialized, ready, containers_ready, Cond::TRUE]
-        .into_iter()
-        .enumerate()
+    for (i, c) in [
+        ready_to_start,
+        initialized,
+        ready,
+        containers_ready,
+        Cond::TRUE,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let at = match memory.conditions[i] {
             Some((st, at)) if st == c.status => at,
@@ -110,8 +139,16 @@ pub fn generate(pod: &Pod, observed: &ObservedPod, memory: &PodMemory, now: Time
     PodStatus {
         phase: Some(phase.as_str().to_string()),
         conditions: Some(conditions),
-        reason: if same_phase { old.and_then(|s| s.reason.clone()) } else { None },
-        message: if same_phase { old.and_then(|s| s.message.clone()) } else { None },
+        reason: if same_phase {
+            old.and_then(|s| s.reason.clone())
+        } else {
+            None
+        },
+        message: if same_phase {
+            old.and_then(|s| s.message.clone())
+        } else {
+            None
+        },
         host_ips: host_ip.as_ref().map(|ip| vec![HostIP { ip: ip.clone() }]),
         host_ip,
         pod_ip: pod_ips.first().map(|p| p.ip.clone()),
@@ -181,50 +218,46 @@ fn container_status(
         last_state: Some(ContainerState::default()),
         ..ContainerStatus::default()
     };
-    let previous_exit = obs
-        .previous
-        .as_ref()
-        .and_then(|p| p.exit().map(|e| (p, e)))
-        .map(|(p, e)| terminated(e, &p.id));
+    // While its postStart hook runs (or the failed hook's kill), the kubelet still reports the
+    // pod as it was before this instance: the instance is not shown yet.
+    let (current, previous) = match obs.current.as_ref() {
+        Some(cur) if mem.hides(cur.attempt) => (obs.previous.as_ref(), None),
+        cur => (cur, obs.previous.as_ref()),
+    };
     let mut running = false;
     let mut exited_zero = false;
-    if let Some(cur) = obs.current.as_ref() {
+    if let Some(cur) = current {
         st.restart_count = cur.attempt as i32;
-        if let Some(last) = previous_exit {
-            st.last_state = Some(last);
+        if let Some((p, e)) = previous.and_then(|p| p.exit().map(|e| (p, e))) {
+            st.last_state = Some(terminated(e, &p.id));
         }
-        // While its postStart hook runs (or the failed hook's kill), the kubelet still reports
-        // the instance as not yet created.
-        if !mem.hides(cur.attempt) {
-            if !cur.image.is_empty() {
-                st.image = cur.image.clone();
+        if !cur.image.is_empty() {
+            st.image = cur.image.clone();
+        }
+        st.image_id = cur.image_id.clone();
+        st.container_id = Some(cur.id.clone());
+        st.state = Some(match &cur.state {
+            InstanceState::Running { started_at } => {
+                running = true;
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: Some(time(*started_at)),
+                    }),
+                    ..ContainerState::default()
+                }
             }
-            st.image_id = cur.image_id.clone();
-            st.container_id = Some(cur.id.clone());
-            st.state = Some(match &cur.state {
-                InstanceState::Running { started_at } => {
-                    running = true;
-                    ContainerState {
-                        running: Some(ContainerStateRunning {
-                            started_at: Some(time(*started_at)),
-                        }),
-                        ..ContainerState::default()
-                    }
-                }
-                InstanceState::Created | InstanceState::Unknown => waiting(None, None),
-                InstanceState::Exited(e) => {
-                    exited_zero = e.exit_code == 0;
-                    terminated(e, &cur.id)
-                }
-            });
-        }
+            InstanceState::Created | InstanceState::Unknown => waiting(None, None),
+            InstanceState::Exited(e) => {
+                exited_zero = e.exit_code == 0;
+                terminated(e, &cur.id)
+            }
+        });
     }
 
     let regular_init = matches!(r, ContainerRef::Init(_)) && !r.is_sidecar(spec);
     let skip_reason = regular_init && exited_zero;
     if !skip_reason
-        && !running
-        && rules::should_restart(pod, spec, observed, memory, r)
+        && rules::should_restart_state(pod, spec, memory, current.map(|i| &i.state))
         && let Some(reason) = mem.reason.as_ref()
     {
         if st.state.as_ref().is_some_and(|s| s.terminated.is_some()) {
@@ -234,7 +267,8 @@ fn container_status(
     }
 
     let started = running
-        && (c.startup_probe.is_none() || mem.probe(ProbeKind::Startup).result() == ProbeResult::Success);
+        && (c.startup_probe.is_none()
+            || mem.probe(ProbeKind::Startup).result() == ProbeResult::Success);
     st.started = Some(started);
     st.ready = if regular_init {
         st.state
@@ -425,7 +459,10 @@ fn initialized_condition(
         Cond::with(
             "False",
             "ContainersNotInitialized",
-            Some(format!("containers with incomplete status: {}", go_list(&incomplete))),
+            Some(format!(
+                "containers with incomplete status: {}",
+                go_list(&incomplete)
+            )),
         )
     }
 }
@@ -461,7 +498,10 @@ fn containers_ready_condition(
         Cond::with(
             "False",
             "ContainersNotReady",
-            Some(format!("containers with unready status: {}", go_list(&unready))),
+            Some(format!(
+                "containers with unready status: {}",
+                go_list(&unready)
+            )),
         )
     }
 }
@@ -551,9 +591,9 @@ mod tests {
     fn waiting_after(code: Option<i32>) -> ContainerStatus {
         ContainerStatus {
             state: Some(waiting(Some("X"), None)),
-            last_state: Some(code.map_or_else(ContainerState::default, |c| {
-                exited(c).state.unwrap()
-            })),
+            last_state: Some(
+                code.map_or_else(ContainerState::default, |c| exited(c).state.unwrap()),
+            ),
             ..ContainerStatus::default()
         }
     }
@@ -561,16 +601,31 @@ mod tests {
     #[test]
     fn phases() {
         let s = spec(&[], &["a"], "Always");
-        assert_eq!(get_phase(&s, &[], &[waiting_after(None)], false), Phase::Pending);
+        assert_eq!(
+            get_phase(&s, &[], &[waiting_after(None)], false),
+            Phase::Pending
+        );
         assert_eq!(get_phase(&s, &[], &[running()], false), Phase::Running);
         assert_eq!(get_phase(&s, &[], &[exited(1)], false), Phase::Running);
-        assert_eq!(get_phase(&s, &[], &[waiting_after(Some(1))], false), Phase::Running);
+        assert_eq!(
+            get_phase(&s, &[], &[waiting_after(Some(1))], false),
+            Phase::Running
+        );
         assert_eq!(get_phase(&s, &[], &[exited(0)], true), Phase::Succeeded);
         assert_eq!(get_phase(&s, &[], &[exited(143)], true), Phase::Failed);
         let n = spec(&[], &["a", "b"], "Never");
-        assert_eq!(get_phase(&n, &[], &[exited(0), exited(1)], false), Phase::Failed);
-        assert_eq!(get_phase(&n, &[], &[exited(0), exited(0)], false), Phase::Succeeded);
-        assert_eq!(get_phase(&n, &[], &[exited(0), running()], false), Phase::Running);
+        assert_eq!(
+            get_phase(&n, &[], &[exited(0), exited(1)], false),
+            Phase::Failed
+        );
+        assert_eq!(
+            get_phase(&n, &[], &[exited(0), exited(0)], false),
+            Phase::Succeeded
+        );
+        assert_eq!(
+            get_phase(&n, &[], &[exited(0), running()], false),
+            Phase::Running
+        );
         let o = spec(&[], &["a"], "OnFailure");
         assert_eq!(get_phase(&o, &[], &[exited(1)], false), Phase::Running);
         assert_eq!(get_phase(&o, &[], &[exited(0)], false), Phase::Succeeded);
@@ -579,8 +634,14 @@ mod tests {
     #[test]
     fn init_phases() {
         let s = spec(&[("i", false)], &["a"], "Never");
-        assert_eq!(get_phase(&s, &[exited(1)], &[waiting_after(None)], false), Phase::Failed);
-        assert_eq!(get_phase(&s, &[running()], &[waiting_after(None)], false), Phase::Pending);
+        assert_eq!(
+            get_phase(&s, &[exited(1)], &[waiting_after(None)], false),
+            Phase::Failed
+        );
+        assert_eq!(
+            get_phase(&s, &[running()], &[waiting_after(None)], false),
+            Phase::Pending
+        );
         let a = spec(&[("i", false)], &["a"], "Always");
         assert_eq!(
             get_phase(&a, &[waiting_after(Some(1))], &[waiting_after(None)], false),
@@ -588,7 +649,13 @@ mod tests {
         );
         // Sidecar running, app finished under Never: Running until the sidecar stops.
         let sc = spec(&[("s", true)], &["a"], "Never");
-        assert_eq!(get_phase(&sc, &[running()], &[exited(0)], false), Phase::Running);
-        assert_eq!(get_phase(&sc, &[exited(137)], &[exited(0)], false), Phase::Succeeded);
+        assert_eq!(
+            get_phase(&sc, &[running()], &[exited(0)], false),
+            Phase::Running
+        );
+        assert_eq!(
+            get_phase(&sc, &[exited(137)], &[exited(0)], false),
+            Phase::Succeeded
+        );
     }
 }

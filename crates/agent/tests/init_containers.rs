@@ -49,19 +49,33 @@ fn init_containers_run_one_at_a_time() {
         .map(|c| c.name.as_str())
         .collect();
     assert_eq!(inits, ["first", "second"]);
-    for c in first.init_container_statuses.iter().flatten().chain(first.container_statuses.iter().flatten()) {
+    for c in first
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(first.container_statuses.iter().flatten())
+    {
         let w = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
         assert_eq!(w.reason.as_deref(), Some("PodInitializing"));
     }
     assert_eq!(
-        sim.steps[0].decision.status.conditions.as_ref().unwrap()[1].message.as_deref(),
+        sim.steps[0].decision.status.conditions.as_ref().unwrap()[1]
+            .message
+            .as_deref(),
         Some("containers with incomplete status: [first second]")
     );
     // Done init containers are ready and terminated Completed.
     let st = sim.container_status("first");
     assert!(st.ready);
     assert_eq!(
-        st.state.as_ref().unwrap().terminated.as_ref().unwrap().reason.as_deref(),
+        st.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
         Some("Completed")
     );
     assert_eq!(sim.condition("Initialized").0, "True");
@@ -81,7 +95,13 @@ fn failing_init_container_is_retried_with_back_off() {
     let timeline = sim.status_timeline();
     assert_eq!(
         timeline[..5],
-        ["Init:0/2", "Init:Error", "Init:0/2", "Init:Error", "Init:CrashLoopBackOff"]
+        [
+            "Init:0/2",
+            "Init:Error",
+            "Init:0/2",
+            "Init:Error",
+            "Init:CrashLoopBackOff"
+        ]
     );
     let starts = sim.start_times(ContainerRef::Init(0));
     let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0] - 1).collect();
@@ -89,8 +109,17 @@ fn failing_init_container_is_retried_with_back_off() {
     assert!(sim.start_times(ContainerRef::Init(1)).is_empty());
     assert!(sim.start_times(ContainerRef::App(0)).is_empty());
     assert_eq!(sim.phase(), "Pending");
-    let step = sim.steps.iter().rev().find(|s| s.status == "Init:CrashLoopBackOff").unwrap();
-    assert!(step.restarts.starts_with(&format!("{}", starts.len() - 1)), "{}", step.restarts);
+    let step = sim
+        .steps
+        .iter()
+        .rev()
+        .find(|s| s.status == "Init:CrashLoopBackOff")
+        .unwrap();
+    assert!(
+        step.restarts.starts_with(&format!("{}", starts.len() - 1)),
+        "{}",
+        step.restarts
+    );
 }
 
 #[test]
@@ -108,7 +137,10 @@ fn failing_init_container_under_never_fails_the_pod() {
     assert_eq!(sim.phase(), "Failed");
     assert_eq!(sim.steps.last().unwrap().status, "Init:Error");
     assert!(sim.actions().iter().any(|(_, a)| *a == Action::KillPod));
-    assert_eq!(sim.condition("ContainersReady").1.as_deref(), Some("PodFailed"));
+    assert_eq!(
+        sim.condition("ContainersReady").1.as_deref(),
+        Some("PodFailed")
+    );
     assert_eq!(sim.condition("Initialized").0, "False");
 }
 
@@ -129,7 +161,10 @@ fn sidecars_start_in_order_and_keep_running() {
     let mut sim = Sim::new(
         p,
         &[
-            ("proxy", Behavior::runs_forever().on_term(OnTerm::Exit { secs: 1, code: 0 })),
+            (
+                "proxy",
+                Behavior::runs_forever().on_term(OnTerm::Exit { secs: 1, code: 0 }),
+            ),
             ("setup", Behavior::exits(4, 0)),
             ("app", Behavior::exits(30, 0)),
         ],
@@ -147,11 +182,25 @@ fn sidecars_start_in_order_and_keep_running() {
             _ => None,
         })
         .collect();
-    assert_eq!(order, [ContainerRef::Init(0), ContainerRef::Init(1), ContainerRef::App(0)]);
+    assert_eq!(
+        order,
+        [
+            ContainerRef::Init(0),
+            ContainerRef::Init(1),
+            ContainerRef::App(0)
+        ]
+    );
     let last = sim.steps.last().unwrap();
     assert_eq!(last.status, "Running");
     assert_eq!(last.ready, "2/2");
-    assert!(sim.container_status("proxy").state.as_ref().unwrap().running.is_some());
+    assert!(
+        sim.container_status("proxy")
+            .state
+            .as_ref()
+            .unwrap()
+            .running
+            .is_some()
+    );
 
     // The app completes: the sidecar is stopped and the pod succeeds.
     sim.run_until(120);
@@ -215,9 +264,18 @@ fn sidecars_stop_after_regular_containers_on_delete() {
     let mut sim = Sim::new(
         p,
         &[
-            ("a-side", Behavior::runs_forever().on_term(OnTerm::Exit { secs: 1, code: 0 })),
-            ("b-side", Behavior::runs_forever().on_term(OnTerm::Exit { secs: 1, code: 0 })),
-            ("app", Behavior::runs_forever().on_term(OnTerm::Exit { secs: 3, code: 0 })),
+            (
+                "a-side",
+                Behavior::runs_forever().on_term(OnTerm::Exit { secs: 1, code: 0 }),
+            ),
+            (
+                "b-side",
+                Behavior::runs_forever().on_term(OnTerm::Exit { secs: 1, code: 0 }),
+            ),
+            (
+                "app",
+                Behavior::runs_forever().on_term(OnTerm::Exit { secs: 3, code: 0 }),
+            ),
         ],
     );
     sim.run_until(10);

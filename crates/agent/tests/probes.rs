@@ -71,7 +71,13 @@ fn failing_liveness_restarts_through_back_off() {
     let st = sim.container_status("app");
     assert_eq!(st.restart_count, 1);
     assert_eq!(
-        st.last_state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code,
+        st.last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .exit_code,
         143
     );
     assert_eq!(sim.steps.last().unwrap().restarts, "1 (0s ago)");
@@ -81,7 +87,10 @@ fn failing_liveness_restarts_through_back_off() {
     let starts = sim.start_times(ContainerRef::App(0));
     let gaps: Vec<i64> = starts.windows(2).map(|w| w[1] - w[0] - 30).collect();
     assert_eq!(gaps[..5], [0, 0, 0, 0, 10]);
-    assert!(sim.status_timeline().contains(&"CrashLoopBackOff".to_string()));
+    assert!(
+        sim.status_timeline()
+            .contains(&"CrashLoopBackOff".to_string())
+    );
     assert!(
         sim.waiting_messages("app")
             .iter()
@@ -108,14 +117,26 @@ fn liveness_with_restart_policy_never_is_not_restarted() {
     let mut sim = Sim::new(
         p,
         &[
-            ("app", Behavior::runs_forever().probe(fail).on_term(OnTerm::Ignore)),
+            (
+                "app",
+                Behavior::runs_forever().probe(fail).on_term(OnTerm::Ignore),
+            ),
             ("log", Behavior::runs_forever()),
         ],
     );
     sim.run_until(100);
-    assert_eq!(sim.event_messages("Killing"), ["Container app failed liveness probe"]);
+    assert_eq!(
+        sim.event_messages("Killing"),
+        ["Container app failed liveness probe"]
+    );
     assert_eq!(sim.start_times(ContainerRef::App(0)), [0]);
-    let t = sim.container_status("app").state.clone().unwrap().terminated.unwrap();
+    let t = sim
+        .container_status("app")
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!(t.exit_code, 137);
     // The other container keeps the pod running.
     assert_eq!(sim.phase(), "Running");
@@ -133,7 +154,13 @@ fn liveness_failure_of_the_last_container_under_never_stops_the_pod() {
     );
     p.spec.as_mut().unwrap().restart_policy = Some("Never".into());
     let fail = |_: ProbeKind, _: u32, _: i64| ProbeOutcome::Failure(String::new());
-    let mut sim = Sim::new(p, &[("app", Behavior::runs_forever().probe(fail).on_term(OnTerm::Ignore))]);
+    let mut sim = Sim::new(
+        p,
+        &[(
+            "app",
+            Behavior::runs_forever().probe(fail).on_term(OnTerm::Ignore),
+        )],
+    );
     sim.run_until(100);
     assert_eq!(sim.event_messages("Killing"), ["Stopping container app"]);
     assert_eq!(sim.phase(), "Failed");
@@ -156,7 +183,10 @@ fn readiness_flips_ready_and_conditions() {
     };
     let mut sim = Sim::new(p, &[("app", Behavior::runs_forever().probe(probe))]);
     sim.run_until(30);
-    assert_eq!(probe_runs(&sim, ProbeKind::Readiness), [0, 5, 10, 15, 20, 25, 30]);
+    assert_eq!(
+        probe_runs(&sim, ProbeKind::Readiness),
+        [0, 5, 10, 15, 20, 25, 30]
+    );
     let ready_at: Vec<(i64, String)> = {
         let mut v: Vec<(i64, String)> = Vec::new();
         for s in &sim.steps {
@@ -168,7 +198,10 @@ fn readiness_flips_ready_and_conditions() {
     };
     assert_eq!(ready_at, [(0, "0/1".to_string()), (10, "1/1".to_string())]);
     assert_eq!(sim.condition("Ready"), ("True".into(), None, None));
-    assert_eq!(sim.condition("ContainersReady"), ("True".into(), None, None));
+    assert_eq!(
+        sim.condition("ContainersReady"),
+        ("True".into(), None, None)
+    );
     let ready_since = sim.status().conditions.as_ref().unwrap()[2]
         .last_transition_time
         .clone()
@@ -212,20 +245,35 @@ fn startup_probe_gates_liveness_and_readiness() {
         }),
     );
     let probe = |kind: ProbeKind, _: u32, since: i64| match kind {
-        ProbeKind::Startup if since < 15 => ProbeOutcome::Failure("HTTP probe failed with statuscode: 503".into()),
+        ProbeKind::Startup if since < 15 => {
+            ProbeOutcome::Failure("HTTP probe failed with statuscode: 503".into())
+        }
         _ => ProbeOutcome::Success,
     };
     let mut sim = Sim::new(p, &[("app", Behavior::runs_forever().probe(probe))]);
     sim.run_until(60);
     assert_eq!(probe_runs(&sim, ProbeKind::Startup), [5, 10, 15]);
     // Nothing else probes before the container has started (15 s).
-    assert!(probe_runs(&sim, ProbeKind::Liveness).iter().all(|t| *t > 15));
-    assert!(probe_runs(&sim, ProbeKind::Readiness).iter().all(|t| *t > 15));
+    assert!(
+        probe_runs(&sim, ProbeKind::Liveness)
+            .iter()
+            .all(|t| *t > 15)
+    );
+    assert!(
+        probe_runs(&sim, ProbeKind::Readiness)
+            .iter()
+            .all(|t| *t > 15)
+    );
     assert_eq!(probe_runs(&sim, ProbeKind::Liveness)[0], 20);
     let started: Vec<(i64, Option<bool>)> = sim
         .steps
         .iter()
-        .map(|s| (s.at, s.decision.status.container_statuses.as_ref().unwrap()[0].started))
+        .map(|s| {
+            (
+                s.at,
+                s.decision.status.container_statuses.as_ref().unwrap()[0].started,
+            )
+        })
         .collect();
     assert!(started.iter().all(|(t, s)| *t >= 15 || *s == Some(false)));
     assert!(started.iter().all(|(t, s)| *t <= 15 || *s == Some(true)));

@@ -18,7 +18,10 @@ fn one(name: &str, policy: &str, image: &str) -> k8s_openapi::api::core::v1::Pod
 
 #[test]
 fn pending_to_running_with_pull() {
-    let mut sim = Sim::new(one("web", "Always", "nginx:1.27"), &[("app", Behavior::runs_forever().absent())]);
+    let mut sim = Sim::new(
+        one("web", "Always", "nginx:1.27"),
+        &[("app", Behavior::runs_forever().absent())],
+    );
     sim.run_until(30);
     assert_eq!(sim.status_timeline(), ["ContainerCreating", "Running"]);
     let last = sim.steps.last().unwrap();
@@ -28,7 +31,9 @@ fn pending_to_running_with_pull() {
     assert_eq!(reasons, ["Pulling", "Pulled", "Created", "Started"]);
     assert_eq!(
         sim.event_messages("Pulled"),
-        ["Successfully pulled image \"nginx:1.27\" in 993ms (993ms including waiting). Image size: 4190000 bytes."]
+        [
+            "Successfully pulled image \"nginx:1.27\" in 993ms (993ms including waiting). Image size: 4190000 bytes."
+        ]
     );
     assert_eq!(sim.event_messages("Created"), ["Created container app"]);
     assert_eq!(sim.event_messages("Started"), ["Started container app"]);
@@ -62,7 +67,10 @@ fn pending_to_running_with_pull() {
 
 #[test]
 fn present_image_is_not_pulled() {
-    let mut sim = Sim::new(one("web", "Always", "nginx:1.27"), &[("app", Behavior::runs_forever())]);
+    let mut sim = Sim::new(
+        one("web", "Always", "nginx:1.27"),
+        &[("app", Behavior::runs_forever())],
+    );
     sim.run_until(5);
     assert_eq!(
         sim.event_messages("Pulled"),
@@ -113,12 +121,26 @@ fn crash_loop_backs_off_to_five_minutes() {
         .map(|d| format!("back-off {d} restarting failed container=app pod={uid}"))
         .collect();
     assert_eq!(waits[..6], expected[..]);
-    assert!(sim.event_messages("BackOff").iter().all(|m| m
-        == &format!("Back-off restarting failed container app in pod {uid}")));
+    assert!(
+        sim.event_messages("BackOff")
+            .iter()
+            .all(|m| m == &format!("Back-off restarting failed container app in pod {uid}"))
+    );
     // One BackOff event per blocked restart.
-    let episodes = sim.status_timeline().iter().filter(|s| *s == "CrashLoopBackOff").count();
-    assert_eq!(sim.events().iter().filter(|e| e.2 == "BackOff").count(), episodes);
-    assert!(sim.events().iter().all(|e| e.2 != "BackOff" || e.1 == "Warning"));
+    let episodes = sim
+        .status_timeline()
+        .iter()
+        .filter(|s| *s == "CrashLoopBackOff")
+        .count();
+    assert_eq!(
+        sim.events().iter().filter(|e| e.2 == "BackOff").count(),
+        episodes
+    );
+    assert!(
+        sim.events()
+            .iter()
+            .all(|e| e.2 != "BackOff" || e.1 == "Warning")
+    );
 
     // STATUS alternates Error and CrashLoopBackOff between runs.
     let timeline = sim.status_timeline();
@@ -192,7 +214,10 @@ fn on_failure_restarts_until_success() {
         ("False".into(), Some("PodCompleted".into()), None)
     );
     assert_eq!(sim.condition("Ready").1.as_deref(), Some("PodCompleted"));
-    assert_eq!(sim.condition("Initialized"), ("True".into(), Some("PodCompleted".into()), None));
+    assert_eq!(
+        sim.condition("Initialized"),
+        ("True".into(), Some("PodCompleted".into()), None)
+    );
     assert_eq!(sim.condition("PodReadyToStartContainers").0, "False");
     assert!(sim.actions().iter().any(|(_, a)| *a == Action::KillPod));
     assert_eq!(sim.container_status("app").restart_count, 2);
@@ -200,17 +225,32 @@ fn on_failure_restarts_until_success() {
 
 #[test]
 fn never_does_not_restart() {
-    let mut sim = Sim::new(one("once", "Never", "busybox:1.36"), &[("app", Behavior::exits(3, 2))]);
+    let mut sim = Sim::new(
+        one("once", "Never", "busybox:1.36"),
+        &[("app", Behavior::exits(3, 2))],
+    );
     sim.run_until(600);
     assert_eq!(sim.start_times(ContainerRef::App(0)).len(), 1);
     assert_eq!(sim.phase(), "Failed");
     assert_eq!(sim.steps.last().unwrap().status, "Error");
-    assert_eq!(sim.condition("ContainersReady").1.as_deref(), Some("PodFailed"));
-    let t = sim.container_status("app").state.clone().unwrap().terminated.unwrap();
+    assert_eq!(
+        sim.condition("ContainersReady").1.as_deref(),
+        Some("PodFailed")
+    );
+    let t = sim
+        .container_status("app")
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
     assert_eq!((t.exit_code, t.reason.as_deref()), (2, Some("Error")));
     assert!(sim.event_messages("BackOff").is_empty());
 
-    let mut ok = Sim::new(one("once-ok", "Never", "busybox:1.36"), &[("app", Behavior::exits(3, 0))]);
+    let mut ok = Sim::new(
+        one("once-ok", "Never", "busybox:1.36"),
+        &[("app", Behavior::exits(3, 0))],
+    );
     ok.run_until(600);
     assert_eq!(ok.phase(), "Succeeded");
     assert_eq!(ok.steps.last().unwrap().status, "Completed");
@@ -218,17 +258,26 @@ fn never_does_not_restart() {
 
 #[test]
 fn completed_container_under_always_is_restarted_with_back_off() {
-    let mut sim = Sim::new(one("done", "Always", "busybox:1.36"), &[("app", Behavior::exits(1, 0))]);
+    let mut sim = Sim::new(
+        one("done", "Always", "busybox:1.36"),
+        &[("app", Behavior::exits(1, 0))],
+    );
     sim.run_until(60);
     let timeline = sim.status_timeline();
     assert!(timeline.contains(&"Completed".to_string()), "{timeline:?}");
-    assert!(timeline.contains(&"CrashLoopBackOff".to_string()), "{timeline:?}");
+    assert!(
+        timeline.contains(&"CrashLoopBackOff".to_string()),
+        "{timeline:?}"
+    );
     assert_eq!(sim.phase(), "Running");
 }
 
 #[test]
 fn terminal_phase_is_sticky() {
-    let mut sim = Sim::new(one("sticky", "Never", "busybox:1.36"), &[("app", Behavior::exits(1, 0))]);
+    let mut sim = Sim::new(
+        one("sticky", "Never", "busybox:1.36"),
+        &[("app", Behavior::exits(1, 0))],
+    );
     sim.run_until(10);
     assert_eq!(sim.phase(), "Succeeded");
     // Even if the runtime later reports something running, the phase stays terminal and

@@ -475,7 +475,11 @@ impl Sim {
             &serde_json::to_value(&self.pod).unwrap(),
             self.now,
         );
-        let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+        let text = |v: &Value| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        };
         self.steps.push(Step {
             at: secs_of(self.now),
             ready: text(&cells[1]),
@@ -513,7 +517,11 @@ impl Sim {
                 self.now = end;
                 return;
             }
-            assert!(next >= self.now, "wake_at in the past: {next} < {}", self.now);
+            assert!(
+                next >= self.now,
+                "wake_at in the past: {next} < {}",
+                self.now
+            );
             if next == before {
                 same_time += 1;
                 assert!(same_time < 100, "decision loop does not settle at {next}");

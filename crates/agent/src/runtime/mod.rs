@@ -1,0 +1,125 @@
+//! The container runtime behind the agent: one trait, with implementations `host` (plain
+//! processes, for development and fast lifecycle tests), and later `runc` (real containers from
+//! OCI images) and `sim` (no processes; simulated nodes). The worker drives a runtime only through
+//! this trait, and the runtime knows nothing of the API.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::observed::{Exit, ImagePresence, Instance, StartError};
+
+pub mod host;
+
+/// Identifies a pod to the runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// Everything the runtime needs to start one container instance, already resolved from the pod
+/// spec by the worker (env values expanded, defaults applied).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerConfig {
+    pub name: String,
+    pub image: String,
+    /// `command` then `args` (the entrypoint and its arguments), already `$(VAR)`-expanded.
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    /// Restart count of this instance (CRI `attempt`); names the log file `<attempt>.log`.
+    pub attempt: u32,
+    /// Volumes to expose (emptyDir and friends, prepared by the worker).
+    pub mounts: Vec<Mount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub host_path: PathBuf,
+    pub container_path: String,
+    pub read_only: bool,
+}
+
+/// The pod's sandbox: its network identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub pod_ip: String,
+}
+
+/// A finished image pull.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    pub size_bytes: u64,
+}
+
+/// The result of running a command in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    /// Combined stdout and stderr, as probes and hooks report it.
+    pub output: String,
+    pub timed_out: bool,
+}
+
+/// A container instance the runtime knows, for re-adoption after an agent restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub pod_uid: String,
+    pub container: String,
+    pub instance: Instance,
+}
+
+/// A container instance that exited, pushed by the runtime as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitNotice {
+    pub pod_uid: String,
+    pub container: String,
+    pub id: String,
+    pub exit: Exit,
+}
+
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// `host`, `runc`, `sim`: the prefix of container ids (`host://…`).
+    fn name(&self) -> &'static str;
+
+    /// Creates (or finds) the pod's sandbox.
+    async fn create_sandbox(&self, pod: &PodRef) -> Result<Sandbox, String>;
+
+    /// Removes the sandbox and everything the pod left (processes, files, mounts).
+    async fn remove_sandbox(&self, pod: &PodRef) -> Result<(), String>;
+
+    async fn image_status(&self, image: &str) -> ImagePresence;
+
+    /// Pulls an image, with credentials when given (`user`, `password`).
+    async fn pull_image(&self, image: &str, auth: Option<(String, String)>) -> Result<Pulled, String>;
+
+    /// Creates and starts one instance; returns it running.
+    async fn start_container(&self, pod: &PodRef, config: &ContainerConfig) -> Result<Instance, StartError>;
+
+    /// Stop signal, then SIGKILL after `grace`; returns once the instance has exited.
+    async fn stop_container(&self, pod: &PodRef, id: &str, grace: Duration) -> Result<Exit, String>;
+
+    /// Runs `argv` inside the container (probes, hooks), for at most `timeout` (None: no limit).
+    async fn exec(&self, pod: &PodRef, id: &str, argv: &[String], timeout: Option<Duration>) -> Result<ExecResult, String>;
+
+    /// The CRI-format log file of an instance (`<dir>/<pod ns>_<pod name>_<uid>/<container>/<attempt>.log`).
+    fn log_path(&self, pod: &PodRef, container: &str, attempt: u32) -> PathBuf;
+
+    /// Every instance the runtime still knows (running or exited), for re-adoption.
+    async fn list(&self) -> Vec<Known>;
+
+    /// Removes an exited instance's resources (not its log file).
+    async fn remove_container(&self, pod: &PodRef, id: &str) -> Result<(), String>;
+
+    /// Exits as they happen; each is delivered once.
+    fn exits(&self) -> tokio::sync::broadcast::Receiver<ExitNotice>;
+
+    /// Current time as the runtime stamps it (tests may fake it).
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
