@@ -1,4 +1,5 @@
-//! The node agent (kubelet): for now, its pure decision core.
+//! The node agent (kubelet): a pure decision core, and the I/O around it (worker, node
+//! registration and heartbeats, event recorder, log server, runtimes).
 //!
 //! A worker per pod observes the runtime, asks [`lifecycle::decide`] what to do, performs the
 //! actions through the runtime, reports the status and events through the API, and sleeps until
@@ -19,6 +20,10 @@
 //! * `start`, `kill`, `rules`: the start pipeline, the kill/termination state machine and the
 //!   shared predicates behind `decide`.
 //!
+//! The I/O side: [`agent`] (wiring), [`worker`] (one task per pod), [`node`] (Node and Lease),
+//! [`recorder`] (kubelet-style events), [`server`] (the HTTPS log endpoint the API server proxies
+//! to), [`runtime`] (the runtime trait and the `host` runtime), [`probe_io`] (probe and hook I/O).
+//!
 //! The rules follow the kubelet of Kubernetes 1.31/1.32; see
 //! `/work/shared/spec/pod-lifecycle.md` §1, §2, §4–§8, §9.4 and §12.
 
@@ -31,8 +36,8 @@ pub mod memory;
 pub mod observed;
 pub mod probe;
 pub mod reasons;
-pub mod runtime;
 mod rules;
+pub mod runtime;
 mod start;
 pub mod status;
 
@@ -45,3 +50,9 @@ pub use observed::{
 };
 pub use probe::{ProbeKind, ProbeOutcome, ProbeResult};
 pub use rules::RestartPolicy;
+pub mod agent;
+pub mod node;
+pub mod probe_io;
+pub mod recorder;
+pub mod server;
+pub mod worker;

@@ -119,6 +119,11 @@ pub static RESOURCES: &[ResourceInfo] = &[
                 verbs: &["create"],
             },
             Subresource {
+                name: "log",
+                kind: "Pod",
+                verbs: &["get"],
+            },
+            Subresource {
                 name: "status",
                 kind: "Pod",
                 verbs: STATUS_VERBS,

@@ -520,6 +520,19 @@ pub async fn update_object(
                 "the namespace of the provided object does not match the namespace sent on the request",
             ));
         }
+        // A uid in the body is a precondition, as in Kubernetes (a writer for an older pod of the
+        // same name must not touch the new one).
+        let body_uid = object::meta_str(&new, "uid").unwrap_or("");
+        let current_uid = object::meta_str(&current, "uid").unwrap_or("");
+        if !body_uid.is_empty() && body_uid != current_uid {
+            return Err(ApiError::conflict(
+                &info.qualified(),
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {body_uid}, UID in object meta: {current_uid}"
+                ),
+            ));
+        }
         let pinned = object::resource_version(&new).map(String::from);
         if let Some(rv) = &pinned
             && rv != &current_rv.to_string()

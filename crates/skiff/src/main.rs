@@ -28,13 +28,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a one-machine cluster: API server with the embedded store and the scheduler (and, as
-    /// they land, controllers and a local agent), and write a kubeconfig for kubectl.
+    /// Start a one-machine cluster: API server with the embedded store, scheduler, controllers and
+    /// a local agent (host runtime), and write a kubeconfig for kubectl.
     Up(up::UpArgs),
     /// Start only the API server (same as `up --disable scheduler,controllers,agent`).
     Server(up::UpArgs),
     /// Run only the scheduler, against the server a kubeconfig names.
     Scheduler(up::SchedulerArgs),
+    /// Run a node agent (host runtime) that joins a server.
+    Agent(up::AgentArgs),
     /// Run a benchmark against an in-process server.
     Bench {
         #[command(subcommand)]
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args, false).await,
             Command::Server(args) => up::run(args, true).await,
             Command::Scheduler(args) => up::run_scheduler(args).await,
+            Command::Agent(args) => up::run_agent(args).await,
             Command::Bench { which } => bench::run(which).await,
         }
     });

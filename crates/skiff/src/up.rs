@@ -1,7 +1,8 @@
-//! `skiff up` and `skiff server`: the API server over the embedded store, plus (as they land)
-//! the scheduler, controllers and a local agent, in one process. `skiff scheduler` runs the
-//! scheduler alone against any server. Every part other than the API server is an API client,
-//! even in-process: it gets a kube client built from the admin kubeconfig `up` writes.
+//! `skiff up` and `skiff server`: the API server over the embedded store, plus the scheduler,
+//! controllers and a local agent (host runtime), in one process. `skiff scheduler` and
+//! `skiff agent` run one part alone against any server. Every part other than the API server is
+//! an API client, even in-process: it gets a kube client built from the admin kubeconfig `up`
+//! writes.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
+use skiff_agent::agent::{Agent, AgentConfig};
 use skiff_apiserver::ServerConfig;
 use skiff_scheduler::runner::SchedulerConfig;
 use skiff_store::RedbStore;
@@ -33,6 +35,12 @@ pub struct UpArgs {
     /// Seconds a node may stay silent before the node lifecycle controller marks it Unknown.
     #[arg(long, default_value_t = 50)]
     pub node_monitor_grace_period: u64,
+    /// Name of the local agent's node [default: the hostname].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Port of the local agent's log server (0 picks a free one; the Node publishes it).
+    #[arg(long, default_value_t = 0)]
+    pub agent_port: u16,
 }
 
 const PARTS: &[&str] = &["scheduler", "controllers", "agent"];
@@ -49,6 +57,7 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     }
     let run_scheduler = !server_only && !args.disable.iter().any(|d| d == "scheduler");
     let run_controllers = !server_only && !args.disable.iter().any(|d| d == "controllers");
+    let run_agent = !server_only && !args.disable.iter().any(|d| d == "agent");
     let data_dir = args
         .data_dir
         .clone()
@@ -90,11 +99,41 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
             kubeconfig_path.display()
         )
     })?;
+    // The agent is a client like any other; its node registers in the background.
+    let agent = if run_agent {
+        let client = client_from_kubeconfig(&kc).await?;
+        let node_ip = if args.address.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            args.address
+        };
+        let cfg = AgentConfig {
+            node_name: args
+                .node_name
+                .clone()
+                .unwrap_or_else(skiff_agent::node::hostname),
+            node_ip,
+            state_dir: data_dir.join("agent"),
+            server_port: args.agent_port,
+            token: server.pki.admin_token.clone(),
+        };
+        let name = cfg.node_name.clone();
+        let handle = Agent::start(client, cfg).await?;
+        Some((handle, name))
+    } else {
+        None
+    };
     println!(
         "skiff is ready in {} ms: API server {url}, data in {}",
         started.elapsed().as_millis(),
         data_dir.display()
     );
+    if let Some((a, name)) = &agent {
+        println!(
+            "agent: node {name}, runtime: {}, logs on https://{}",
+            a.runtime_name, a.server_addr
+        );
+    }
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     tracing::info!(server = %url, kubeconfig = %kubeconfig_path.display(), "ready");
     let scheduler = if run_scheduler {
@@ -122,6 +161,10 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some((a, _)) = agent {
+        // Containers keep running; the next `up` on this data dir re-adopts them.
+        a.shutdown().await;
+    }
     if let Some(c) = controllers {
         c.abort();
     }
@@ -193,4 +236,129 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// URL of the API server (`https://host:port`).
+    #[arg(long)]
+    pub server: String,
+    /// Bearer token for the API server; the agent's log server accepts the same token.
+    #[arg(long)]
+    pub token: String,
+    /// Name of this node [default: the hostname].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The agent's state (runtime records, logs, volumes) [default: <data dir>/agent].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The node's InternalIP, where the log server listens [default: the address that reaches the server].
+    #[arg(long)]
+    pub node_ip: Option<IpAddr>,
+    /// Port of the log server (0 picks a free one).
+    #[arg(long, default_value_t = 10250)]
+    pub port: u16,
+    /// PEM file of the CA that signed the API server's certificate.
+    #[arg(long, conflicts_with = "insecure_skip_tls_verify")]
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify the API server's certificate.
+    #[arg(long)]
+    pub insecure_skip_tls_verify: bool,
+}
+
+/// `skiff agent`: a node agent (host runtime) joining the server at `--server`.
+pub async fn run_agent(args: AgentArgs) -> Result<(), String> {
+    let tls = if let Some(f) = &args.ca_file {
+        let pem =
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        use base64::Engine;
+        format!(
+            "certificate-authority-data: {}",
+            base64::engine::general_purpose::STANDARD.encode(pem)
+        )
+    } else if args.insecure_skip_tls_verify {
+        "insecure-skip-tls-verify: true".to_string()
+    } else {
+        return Err(
+            "give --ca-file (the server's CA, <data-dir>/pki/ca.crt) or --insecure-skip-tls-verify"
+                .into(),
+        );
+    };
+    let kc = format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: skiff
+  cluster:
+    server: {}
+    {tls}
+users:
+- name: skiff
+  user:
+    token: {}
+contexts:
+- name: skiff
+  context:
+    cluster: skiff
+    user: skiff
+current-context: skiff
+",
+        args.server, args.token
+    );
+    let client = client_from_kubeconfig(&kc).await?;
+    let node_ip = match args.node_ip {
+        Some(ip) => ip,
+        None => local_ip_towards(&args.server).await?,
+    };
+    let cfg = AgentConfig {
+        node_name: args
+            .node_name
+            .clone()
+            .unwrap_or_else(skiff_agent::node::hostname),
+        node_ip,
+        state_dir: args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| crate::default_data_dir().join("agent")),
+        server_port: args.port,
+        token: args.token.clone(),
+    };
+    let name = cfg.node_name.clone();
+    let handle = Agent::start(client, cfg).await?;
+    println!(
+        "skiff agent is running: node {name}, runtime: {}, logs on https://{}, server {}",
+        handle.runtime_name, handle.server_addr, args.server
+    );
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+    Ok(())
+}
+
+/// The local address this machine uses to reach the server's host.
+async fn local_ip_towards(server: &str) -> Result<IpAddr, String> {
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:443")
+    };
+    let addr = tokio::net::lookup_host(&with_port)
+        .await
+        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {authority}"))?;
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("address")
+    } else {
+        "[::]:0".parse().expect("address")
+    };
+    let sock = std::net::UdpSocket::bind(bind).map_err(|e| e.to_string())?;
+    sock.connect(addr).map_err(|e| e.to_string())?;
+    Ok(sock.local_addr().map_err(|e| e.to_string())?.ip())
 }

@@ -316,6 +316,22 @@ async fn status_subresource_and_optimistic_concurrency() {
         Some("Running")
     );
 
+    // A uid in the body is a precondition.
+    let err = pods
+        .patch_status(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"uid": "not-this-pod"}, "status": {"message": "x"}})),
+        )
+        .await
+        .unwrap_err();
+    let (code, _, msg) = api_err(err);
+    assert_eq!(code, 409);
+    assert!(
+        msg.contains("Precondition failed: UID in precondition: not-this-pod"),
+        "{msg}"
+    );
+
     // A no-op update keeps the resourceVersion; a real change moves it, and a write with the old
     // one is then a 409 Conflict.
     assert_eq!(

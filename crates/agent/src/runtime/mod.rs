@@ -10,6 +10,7 @@ use jiff::Timestamp;
 
 use crate::observed::{Exit, ImagePresence, Instance, StartError};
 
+pub mod cri_log;
 pub mod host;
 
 /// Identifies a pod to the runtime.
@@ -95,16 +96,31 @@ pub trait Runtime: Send + Sync + 'static {
     async fn image_status(&self, image: &str) -> ImagePresence;
 
     /// Pulls an image, with credentials when given (`user`, `password`).
-    async fn pull_image(&self, image: &str, auth: Option<(String, String)>) -> Result<Pulled, String>;
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<(String, String)>,
+    ) -> Result<Pulled, String>;
 
     /// Creates and starts one instance; returns it running.
-    async fn start_container(&self, pod: &PodRef, config: &ContainerConfig) -> Result<Instance, StartError>;
+    async fn start_container(
+        &self,
+        pod: &PodRef,
+        config: &ContainerConfig,
+    ) -> Result<Instance, StartError>;
 
     /// Stop signal, then SIGKILL after `grace`; returns once the instance has exited.
-    async fn stop_container(&self, pod: &PodRef, id: &str, grace: Duration) -> Result<Exit, String>;
+    async fn stop_container(&self, pod: &PodRef, id: &str, grace: Duration)
+    -> Result<Exit, String>;
 
     /// Runs `argv` inside the container (probes, hooks), for at most `timeout` (None: no limit).
-    async fn exec(&self, pod: &PodRef, id: &str, argv: &[String], timeout: Option<Duration>) -> Result<ExecResult, String>;
+    async fn exec(
+        &self,
+        pod: &PodRef,
+        id: &str,
+        argv: &[String],
+        timeout: Option<Duration>,
+    ) -> Result<ExecResult, String>;
 
     /// The CRI-format log file of an instance (`<dir>/<pod ns>_<pod name>_<uid>/<container>/<attempt>.log`).
     fn log_path(&self, pod: &PodRef, container: &str, attempt: u32) -> PathBuf;

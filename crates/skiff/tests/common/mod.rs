@@ -14,6 +14,11 @@ pub struct Skiff {
     pub kubeconfig: PathBuf,
     pub server: String,
     extra_args: Vec<String>,
+    /// Run the local agent (tests written before it existed run without one, so their
+    /// clusters have no node they did not create).
+    agent: bool,
+    /// Everything `skiff up` printed before it was ready.
+    pub ready_lines: Vec<String>,
 }
 
 pub struct Out {
@@ -46,7 +51,17 @@ impl Skiff {
         Skiff::start_with(&["--disable", "scheduler,controllers,agent"])
     }
 
+    /// `skiff up` without its agent, plus `extra` arguments.
     pub fn start_with(extra: &[&str]) -> Skiff {
+        Skiff::build(extra, false)
+    }
+
+    /// `skiff up` with its local agent (host runtime), plus `extra` arguments.
+    pub fn with_agent(extra: &[&str]) -> Skiff {
+        Skiff::build(extra, true)
+    }
+
+    fn build(extra: &[&str], agent: bool) -> Skiff {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut s = Skiff {
             child: None,
@@ -54,6 +69,8 @@ impl Skiff {
             dir,
             server: String::new(),
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            agent,
+            ready_lines: Vec::new(),
         };
         s.launch();
         s
@@ -71,16 +88,28 @@ impl Skiff {
             .arg(self.data_dir())
             .args(["--port", "0"]);
         cmd.args(&self.extra_args);
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .env("SKIFF_LOG", "warn");
+        if !self.agent {
+            cmd.args(["--disable", "agent"]);
+        }
+        // SKIFF_TEST_STDERR=1 shows the server's log (with SKIFF_LOG's level) when debugging.
+        let stderr = if std::env::var_os("SKIFF_TEST_STDERR").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        cmd.stdout(Stdio::piped()).stderr(stderr).env(
+            "SKIFF_LOG",
+            std::env::var("SKIFF_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         let mut child = cmd.spawn().expect("start skiff");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut server = String::new();
+        self.ready_lines.clear();
         for line in lines.by_ref() {
             let line = line.expect("read skiff stdout");
+            self.ready_lines.push(line.clone());
             if let Some(rest) = line.split("API server ").nth(1) {
                 server = rest.split(',').next().unwrap_or("").to_string();
             }
@@ -140,6 +169,35 @@ impl Skiff {
 impl Drop for Skiff {
     fn drop(&mut self) {
         self.kill9();
+        kill_leftover_containers(self.dir.path());
+    }
+}
+
+/// Kills (SIGKILL, by pid) processes whose environment names a path under `dir`: containers
+/// of the host runtime (their `SKIFF_POD_ROOT` is under the data dir) left by a test that
+/// ended without deleting its pods.
+pub fn kill_leftover_containers(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(env) = std::fs::read(p.path().join("environ")) else {
+            continue;
+        };
+        let hit = env.split(|b| *b == 0).any(|kv| {
+            String::from_utf8_lossy(kv).starts_with("SKIFF_POD_ROOT=")
+                && String::from_utf8_lossy(kv).contains(&needle)
+        });
+        if hit {
+            unsafe_kill(pid, 9);
+        }
     }
 }
 
@@ -259,5 +317,108 @@ impl Skiff {
                 .await
                 .expect("create node");
         });
+    }
+}
+
+impl Skiff {
+    /// `kubectl apply -f -` with `yaml`.
+    pub fn apply(&self, yaml: &str) -> Out {
+        self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
+    }
+
+    /// The admin bearer token `up` made.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("pki/admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_string()
+    }
+
+    /// Starts `kubectl get <args> -w` in the background, collecting its lines.
+    pub fn watch(&self, args: &[&str]) -> Watch {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("get")
+            .args(args)
+            .arg("-w")
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        let mut child = cmd.spawn().expect("kubectl must be on PATH");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (sink, flag) = (lines.clone(), started.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let flag = started.clone();
+        std::thread::spawn(move || {
+            // `No resources found…` also means the list is done and the watch is open.
+            for line in BufReader::new(stderr).lines() {
+                if line.is_err() {
+                    break;
+                }
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        Watch {
+            child,
+            lines,
+            started,
+        }
+    }
+}
+
+/// A background `kubectl get … -w`.
+pub struct Watch {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Watch {
+    /// Waits until kubectl has listed (printed anything, on stdout or stderr), so that what
+    /// happens next is seen as watch events.
+    pub fn wait_listed(&self, secs: u64) {
+        eventually(secs, || {
+            self.started
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then_some(())
+        });
+    }
+
+    /// The lines printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until some line satisfies `f`.
+    pub fn wait_for(&self, secs: u64, what: &str, f: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if self.lines().iter().any(|l| f(l)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "watch never showed {what}; it printed:\n{}",
+                self.lines().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
