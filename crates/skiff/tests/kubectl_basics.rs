@@ -287,41 +287,14 @@ fn namespaces_create_list_delete() {
 #[test]
 fn get_watch_streams_later_changes() {
     let s = Skiff::bare();
-    let mut child = std::process::Command::new("kubectl")
-        .args(["get", "pods", "-w"])
-        .env("KUBECONFIG", &s.kubeconfig)
-        .env("HOME", s.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    // kubectl prints nothing for an empty list; give it time to reach the watch.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["apply", "-f", f.to_str().unwrap()]).ok();
+    let w = s.watch(&["pods"]);
+    // The listed pod's row shows the list is done and the watch open.
+    w.wait_for(20, "the listed pod", |l| l.starts_with("web "));
     s.kubectl(&["label", "pod", "web", "x=y"]).ok();
-    let mut lines = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while lines.len() < 3 && std::time::Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(std::time::Duration::from_millis(200)) {
-            lines.push(l);
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+    eventually(20, || (w.lines().len() >= 3).then_some(()));
+    let lines = w.lines();
     let rows = table(&lines.join("\n"));
     assert_eq!(
         rows[0],

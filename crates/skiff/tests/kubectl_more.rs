@@ -181,34 +181,12 @@ fn watch_one_pod_sees_its_changes() {
     let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
-    let mut child = std::process::Command::new("kubectl")
-        .args(["get", "pod", "web", "-w", "-o", "name"])
-        .env("KUBECONFIG", &s.kubeconfig)
-        .env("HOME", s.dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let first = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
-    assert_eq!(first, "pod/web");
+    let w = s.watch(&["pod", "web", "-o", "name"]);
+    // The first line is the GET; later lines are watch events (kubectl drops the synthetic ADDED).
+    w.wait_for(20, "the pod", |l| l == "pod/web");
     s.kubectl(&["label", "pod", "web", "x=1"]).ok();
-    let second = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
-    assert_eq!(second, "pod/web");
-    let _ = child.kill();
-    let _ = child.wait();
+    common::eventually(20, || (w.lines().len() >= 2).then_some(()));
+    assert_eq!(w.lines()[..2], ["pod/web", "pod/web"]);
 }
 
 #[test]
