@@ -148,6 +148,13 @@ impl From<skiff_store::StoreError> for ApiError {
             skiff_store::StoreError::Compacted { requested, oldest } => {
                 ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
             }
+            skiff_store::StoreError::NotFound => ApiError::no_route(),
+            skiff_store::StoreError::Conflict { .. } => ApiError {
+                code: 409,
+                reason: "Conflict",
+                message: "the object has been modified; please apply your changes to the latest version and try again".into(),
+                details: None,
+            },
             other => ApiError::internal(other.to_string()),
         }
     }

@@ -96,6 +96,13 @@ pub async fn serve_resource(
     let accept = header(headers, "accept");
     let content_type = header(headers, "content-type");
     let info = target.info;
+    if info.namespaced && target.namespace.is_none() && *method != Method::GET {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({} {}): name a namespace",
+            method.as_str(),
+            info.qualified()
+        )));
+    }
     if let Some(sub) = &target.sub
         && !info.has_subresource(sub)
     {
@@ -534,6 +541,9 @@ pub async fn update_object(
             ));
         }
         let pinned = object::resource_version(&new).map(String::from);
+        // A patch is re-applied to the fresh object after a conflict (its resourceVersion, if it
+        // set one, is checked again); a PUT with a resourceVersion is not retried.
+        let retry = matches!(change, Change::Patch(_)) || pinned.is_none();
         if let Some(rv) = &pinned
             && rv != &current_rv.to_string()
         {
@@ -549,8 +559,15 @@ pub async fn update_object(
         if new == current || params.dry_run() {
             return Ok((new, warnings));
         }
-        // An object being deleted whose last finalizer went away is removed now.
+        // An object being deleted whose last finalizer went away is removed now (a namespace
+        // only once its own spec.finalizers are empty too).
+        let spec_finalizers_left = info.kind == "Namespace"
+            && new
+                .pointer("/spec/finalizers")
+                .and_then(|f| f.as_array())
+                .is_some_and(|f| !f.is_empty());
         if object::is_deleting(&new)
+            && !spec_finalizers_left
             && object::finalizers(&new).is_empty()
             && new
                 .pointer("/metadata/deletionGracePeriodSeconds")
@@ -563,7 +580,7 @@ pub async fn update_object(
                     object::set_resource_version(&mut new, kv.mod_revision);
                     return Ok((new, warnings));
                 }
-                Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
+                Err(StoreError::Conflict { .. }) if retry => continue,
                 Err(StoreError::Conflict { .. }) => {
                     return Err(ApiError::modified(&info.qualified(), name));
                 }
@@ -582,7 +599,7 @@ pub async fn update_object(
                 object::set_resource_version(&mut new, kv.mod_revision);
                 return Ok((new, warnings));
             }
-            Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
+            Err(StoreError::Conflict { .. }) if retry => continue,
             Err(StoreError::Conflict { .. }) => {
                 return Err(ApiError::modified(&info.qualified(), name));
             }
@@ -836,30 +853,54 @@ pub async fn delete_object(
             ));
         }
         if info.kind == "Namespace" {
-            return crate::namespaces::begin_delete(api, obj, rv, dry_run).await;
+            match crate::namespaces::begin_delete(api, obj, rv, dry_run).await {
+                // Someone wrote the namespace in between: read it again.
+                Err(e) if e.reason == "Conflict" => continue,
+                other => return other,
+            }
         }
-        let grace = if info.kind == "Pod" {
-            pod_grace(&obj, opts.grace_period_seconds)
-        } else {
-            0
-        };
         let t = now();
-        let pending = if grace > 0 || !object::finalizers(&obj).is_empty() {
+        let pending = if object::is_deleting(&obj) {
+            // Already being deleted: a later DELETE may only shorten the grace period, and the
+            // deadline moves by the difference (Kubernetes keeps the original start).
             let existing = obj
                 .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(|g| g.as_i64());
-            if object::is_deleting(&obj) && existing.is_some_and(|e| e <= grace) {
+                .and_then(|g| g.as_i64())
+                .unwrap_or(0);
+            let Some(requested) = opts.grace_period_seconds.map(|g| if g < 0 { 1 } else { g })
+            else {
+                return Ok(obj);
+            };
+            if requested >= existing {
                 return Ok(obj);
             }
+            let deadline = obj
+                .pointer("/metadata/deletionTimestamp")
+                .and_then(|d| d.as_str())
+                .and_then(|d| d.parse::<Timestamp>().ok())
+                .unwrap_or(t);
+            let shortened = deadline - jiff::SignedDuration::from_secs(existing - requested);
             let meta = object::meta_mut(&mut obj);
-            meta.insert(
-                "deletionTimestamp".into(),
-                json!(rfc3339(t + jiff::SignedDuration::from_secs(grace))),
-            );
-            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            grace > 0 || !object::finalizers(&obj).is_empty()
+            meta.insert("deletionTimestamp".into(), json!(rfc3339(shortened)));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(requested));
+            requested > 0 || !object::finalizers(&obj).is_empty()
         } else {
-            false
+            let grace = if info.kind == "Pod" {
+                pod_grace(&obj, opts.grace_period_seconds)
+            } else {
+                0
+            };
+            if grace > 0 || !object::finalizers(&obj).is_empty() {
+                let meta = object::meta_mut(&mut obj);
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(rfc3339(t + jiff::SignedDuration::from_secs(grace))),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+                true
+            } else {
+                false
+            }
         };
         if dry_run {
             return Ok(obj);

@@ -259,6 +259,17 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<&str>, new: &mut Value, o
                     }
                 }
             }
+            // A namespace's spec.finalizers change only through `finalize`.
+            if info.kind == "Namespace" {
+                match old.pointer("/spec/finalizers") {
+                    Some(f) => new["spec"]["finalizers"] = f.clone(),
+                    None => {
+                        if let Some(spec) = new.get_mut("spec").and_then(|s| s.as_object_mut()) {
+                            spec.remove("finalizers");
+                        }
+                    }
+                }
+            }
         }
     }
     let old_meta = object::meta(old).cloned().unwrap_or_default();

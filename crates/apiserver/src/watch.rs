@@ -93,6 +93,7 @@ pub async fn serve_watch(
     let timeout = params
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_TIMEOUT);
     let bookmarks = params.flag("allowWatchBookmarks");
@@ -131,50 +132,52 @@ pub async fn serve_watch(
     tokio::spawn(async move {
         metrics.watchers.inc();
         let _guard = scopeguard(metrics.clone());
-        for obj in &initial {
-            if tx.send(enc.event("ADDED", obj)).await.is_err() {
-                return;
+        // The whole stream, sends included, ends at the timeout: a client that stops reading
+        // cannot keep the task (and its place in the store's fan-out) alive.
+        let events = async move {
+            for obj in &initial {
+                if tx.send(enc.event("ADDED", obj)).await.is_err() {
+                    return;
+                }
             }
-        }
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = tx.send(error_line(&e)).await;
-                return;
+            let mut stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(error_line(&e)).await;
+                    return;
+                }
+            };
+            let mut tick = tokio::time::interval(BOOKMARK_EVERY);
+            tick.tick().await;
+            let mut last_rv = start;
+            loop {
+                tokio::select! {
+                    _ = tick.tick(), if bookmarks => {
+                        if tx.send(enc.bookmark(last_rv)).await.is_err() { return; }
+                    }
+                    _ = tx.closed() => return,
+                    ev = stream.next() => {
+                        let ev = match ev {
+                            None => return,
+                            Some(Err(StoreError::WatcherLagged)) => {
+                                let e = ApiError::expired("the watch fell behind and was closed; please re-list and watch again");
+                                let _ = tx.send(error_line(&e)).await;
+                                return;
+                            }
+                            Some(Err(e)) => {
+                                let _ = tx.send(error_line(&ApiError::from(e))).await;
+                                return;
+                            }
+                            Some(Ok(ev)) => ev,
+                        };
+                        last_rv = ev.kv.mod_revision;
+                        if let Some((type_, obj)) = transition(info, &ev, labels.as_ref(), fields.as_ref())
+                            && tx.send(enc.event(type_, &obj)).await.is_err() { return; }
+                    }
+                }
             }
         };
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        let mut tick = tokio::time::interval(BOOKMARK_EVERY);
-        tick.tick().await;
-        let mut last_rv = start;
-        loop {
-            tokio::select! {
-                _ = &mut deadline => return,
-                _ = tick.tick(), if bookmarks => {
-                    if tx.send(enc.bookmark(last_rv)).await.is_err() { return; }
-                }
-                _ = tx.closed() => return,
-                ev = stream.next() => {
-                    let ev = match ev {
-                        None => return,
-                        Some(Err(StoreError::WatcherLagged)) => {
-                            let e = ApiError::expired("the watch fell behind and was closed; please re-list and watch again");
-                            let _ = tx.send(error_line(&e)).await;
-                            return;
-                        }
-                        Some(Err(e)) => {
-                            let _ = tx.send(error_line(&ApiError::from(e))).await;
-                            return;
-                        }
-                        Some(Ok(ev)) => ev,
-                    };
-                    last_rv = ev.kv.mod_revision;
-                    if let Some((type_, obj)) = transition(info, &ev, labels.as_ref(), fields.as_ref())
-                        && tx.send(enc.event(type_, &obj)).await.is_err() { return; }
-                }
-            }
-        }
+        let _ = tokio::time::timeout(timeout, events).await;
     });
     let body = Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<Bytes, std::convert::Infallible>),

@@ -551,3 +551,89 @@ async fn health_and_metrics_endpoints() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn deletion_edge_cases() {
+    let s = Skiff::bare();
+    let client = s.client().await;
+
+    // No writes through the all-namespaces collection.
+    let req = http::Request::delete("/api/v1/pods")
+        .body(Vec::new())
+        .unwrap();
+    assert_eq!(
+        api_err(client.request::<serde_json::Value>(req).await.unwrap_err()).0,
+        405
+    );
+
+    // A namespace holding a pod that waits for its node stays Terminating, whatever else is
+    // written to it meanwhile.
+    let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "t"}})).unwrap();
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "t");
+    pods.create(&PostParams::default(), &pod("p", json!({})))
+        .await
+        .unwrap();
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+                         "target": {"kind": "Node", "name": "node-1"}});
+    let req = http::Request::post("/api/v1/namespaces/t/pods/p/binding")
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&binding).unwrap())
+        .unwrap();
+    client.request::<serde_json::Value>(req).await.unwrap();
+    nss.delete("t", &DeleteParams::default()).await.unwrap();
+    nss.patch(
+        "t",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = nss.get("t").await.unwrap();
+    assert_eq!(t.status.unwrap().phase.as_deref(), Some("Terminating"));
+    assert!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+
+    // A later DELETE shortens the grace period and moves the deadline by the difference.
+    let before = pods.get("p").await.unwrap();
+    let deadline = |p: &Pod| p.metadata.deletion_timestamp.as_ref().unwrap().0;
+    pods.delete("p", &DeleteParams::default().grace_period(10))
+        .await
+        .unwrap();
+    let after = pods.get("p").await.unwrap();
+    assert_eq!(after.metadata.deletion_grace_period_seconds, Some(10));
+    assert_eq!(
+        deadline(&before).duration_since(deadline(&after)).as_secs(),
+        20
+    );
+    // A longer one changes nothing.
+    pods.delete("p", &DeleteParams::default().grace_period(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        pods.get("p")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_grace_period_seconds,
+        Some(10)
+    );
+
+    // Once the pod is gone, the namespace goes too.
+    pods.delete("p", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    common::eventually(20, || {
+        let out = s.kubectl(&["get", "ns", "t"]);
+        (out.code == 1).then_some(())
+    });
+}
