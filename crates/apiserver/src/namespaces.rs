@@ -123,6 +123,11 @@ pub async fn finalize_pass(api: &Api) -> ApiResult<()> {
             Err(e) if e.code == 404 => continue,
             Err(e) => return Err(e),
         }
+        // A create that passed its namespace check just before the deletion started may have
+        // landed since the namespace was found empty: look once more.
+        if !empty_namespace(api, &name).await? {
+            continue;
+        }
         // With no finalizer left, the namespace goes.
         if let Some(kv) = api.store.get(&ns_info().key(None, &name)).await? {
             let v: Value = serde_json::from_slice(&kv.value).unwrap_or_default();

@@ -928,7 +928,9 @@ pub async fn delete_object(
 /// The answer to a DELETE: the object for kinds whose deletion Kubernetes answers with it (pods,
 /// namespaces), a Success Status for the others.
 fn delete_response(info: &ResourceInfo, obj: &Value) -> Response {
-    if matches!(info.kind, "Pod" | "Namespace") {
+    // An object whose deletion waits on finalizers still exists: the answer is the object.
+    let pending = object::is_deleting(obj) && !object::finalizers(obj).is_empty();
+    if pending || matches!(info.kind, "Pod" | "Namespace") {
         return json_response(StatusCode::OK, obj);
     }
     let status = json!({
