@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -278,9 +277,4 @@ async fn resource(
             )
         }
     }
-}
-
-/// An empty body, for handlers that need one.
-pub fn empty() -> Body {
-    Body::empty()
 }

@@ -450,9 +450,8 @@ pub async fn create_object(
     }
     let t = now();
     strategy::prepare_create(info, &mut obj, t);
-    strategy::default(info, &mut obj)?;
+    let errs = strategy::admit_create(info, &mut obj)?;
     let name = object::name(&obj).to_string();
-    let errs = strategy::validate_create(info, &obj)?;
     if !errs.is_empty() {
         return Err(invalid(info, &name, &errs));
     }

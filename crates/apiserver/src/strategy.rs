@@ -24,7 +24,7 @@ pub struct Decoded {
 /// Decodes `body` as the resource's kind: checks apiVersion/kind, drops fields the kind does not
 /// have (reporting them), and fails with Kubernetes' 400 message on type errors.
 pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
-    let kind = decode_kind(info);
+    let kind = info.kind;
     if !body.is_object() {
         return Err(ApiError::bad_request(format!(
             "{kind} in version \"{}\" cannot be handled as a {kind}: the request body must be a JSON object",
@@ -75,10 +75,6 @@ pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
         obj: typed,
         unknown_fields,
     })
-}
-
-fn decode_kind(info: &ResourceInfo) -> &'static str {
-    info.kind
 }
 
 /// Decodes into the typed form and back. A type error names the field it is in, as Go's
@@ -160,17 +156,21 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, now: Timestamp) {
     }
 }
 
-/// Create-time defaulting: the kind's defaults plus what admission adds (pod tolerations, QoS).
-pub fn default(info: &ResourceInfo, obj: &mut Value) -> ApiResult<()> {
-    if info.kind == "Pod" {
-        let mut pod: Pod = from_value(obj)?;
-        skiff_core::pod::default_pod(&mut pod);
-        skiff_core::pod::add_default_tolerations(&mut pod);
-        let qos = skiff_core::pod::qos_class(pod.spec.as_ref().unwrap_or(&Default::default()));
-        *obj = to_value(&pod)?;
-        obj["status"]["qosClass"] = json!(qos);
+/// Create-time admission: the kind's defaults plus what admission adds (pod tolerations, QoS),
+/// then validation. A pod is decoded to its typed form once for all of it (this is the create
+/// hot path).
+pub fn admit_create(info: &ResourceInfo, obj: &mut Value) -> ApiResult<Vec<FieldError>> {
+    if info.kind != "Pod" {
+        return validate_create(info, obj);
     }
-    Ok(())
+    let mut pod: Pod = from_value(obj)?;
+    skiff_core::pod::default_pod(&mut pod);
+    skiff_core::pod::add_default_tolerations(&mut pod);
+    let qos = skiff_core::pod::qos_class(pod.spec.as_ref().unwrap_or(&Default::default()));
+    let errs = skiff_core::pod::validate_pod(&pod);
+    *obj = to_value(&pod)?;
+    obj["status"]["qosClass"] = json!(qos);
+    Ok(errs)
 }
 
 /// Defaulting of every decoded update body, as Kubernetes defaults each object it decodes.

@@ -216,11 +216,12 @@ fn transition(
 ) -> Option<(&'static str, Value)> {
     let new = object::decode_stored(&ev.kv.value, ev.kv.mod_revision)?;
     let sel = |o: &Value| rest::selected(info, o, labels, fields);
-    let old_matched = ev
-        .prev
-        .as_ref()
-        .and_then(|p| object::decode_stored(&p.value, p.mod_revision))
-        .is_some_and(|o| sel(&o));
+    // Without selectors every object matches, and the previous value need not be decoded.
+    let old_matched = match (labels, fields, ev.prev.as_ref()) {
+        (_, _, None) => false,
+        (None, None, Some(_)) => true,
+        (_, _, Some(p)) => object::decode_stored(&p.value, p.mod_revision).is_some_and(|o| sel(&o)),
+    };
     match ev.kind {
         EventKind::Delete => (old_matched || sel(&new)).then_some(("DELETED", new)),
         EventKind::Put => match (old_matched, sel(&new)) {
