@@ -47,7 +47,7 @@ use crate::observed::{
 };
 use crate::recorder::Recorder;
 use crate::rules::all_containers;
-use crate::runtime::{ExitNotice, PodRef, Runtime, Sandbox};
+use crate::runtime::{ExitNotice, PodRef, Runtime, Sandbox, SandboxConfig};
 
 pub use config::{expand, expand_all};
 
@@ -385,7 +385,11 @@ impl Worker {
             .iter()
             .any(|k| matches!(k.instance.state, InstanceState::Running { .. }));
         if running {
-            match self.runtime().create_sandbox(&self.pod_ref).await {
+            match self
+                .runtime()
+                .create_sandbox(&self.pod_ref, &sandbox_config(&self.pod))
+                .await
+            {
                 Ok(sb) => self.sandbox = Some(sb),
                 Err(e) => {
                     tracing::warn!(pod = %self.name(), error = %e, "cannot find the sandbox of a running pod")
@@ -687,8 +691,9 @@ impl Worker {
         let pod_ip = self.sandbox.as_ref().map(|s| s.pod_ip.clone());
         match a {
             Action::CreateSandbox => {
+                let config = sandbox_config(&pod);
                 self.tasks.spawn(async move {
-                    let r = ctx.runtime.create_sandbox(&pref).await;
+                    let r = ctx.runtime.create_sandbox(&pref, &config).await;
                     if let Err(e) = &r {
                         tracing::warn!(pod = %pref.name, error = %e, "cannot create the pod sandbox");
                     }
@@ -1049,4 +1054,23 @@ pub async fn clean_orphan(ctx: &WorkerCtx, uid: &str) {
         tracing::debug!(error = %e, "cannot remove an orphaned sandbox");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The sandbox settings of a pod: its hostname and whether it uses the node's network.
+fn sandbox_config(pod: &Pod) -> SandboxConfig {
+    let spec = pod.spec.as_ref();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let hostname = spec
+        .and_then(|s| s.hostname.as_deref())
+        .filter(|h| !h.is_empty())
+        .unwrap_or(name);
+    SandboxConfig {
+        hostname: hostname
+            .chars()
+            .take(63)
+            .collect::<String>()
+            .trim_end_matches(['-', '.'])
+            .to_string(),
+        host_network: spec.and_then(|s| s.host_network).unwrap_or(false),
+    }
 }

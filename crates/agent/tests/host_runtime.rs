@@ -49,11 +49,15 @@ fn config(name: &str, argv: &[&str]) -> ContainerConfig {
     ContainerConfig {
         name: name.into(),
         image: "busybox:1.36".into(),
-        argv: argv.iter().map(|s| s.to_string()).collect(),
+        command: argv.iter().map(|s| s.to_string()).collect(),
+        args: vec![],
         env: vec![],
         working_dir: None,
         attempt: 0,
         mounts: vec![],
+        resources: Default::default(),
+        tty: false,
+        stdin: false,
     }
 }
 
@@ -129,7 +133,7 @@ async fn exit_code_reason_and_cri_logs() {
     let rt = HostRuntime::new(dir.0.clone(), "127.0.0.1".into()).unwrap();
     assert_eq!(rt.name(), "host");
     let p = pod("exit");
-    let sb = rt.create_sandbox(&p).await.unwrap();
+    let sb = rt.create_sandbox(&p, &Default::default()).await.unwrap();
     assert_eq!(sb.pod_ip, "127.0.0.1");
     let mut exits = rt.exits();
 
@@ -616,7 +620,10 @@ async fn images_are_always_present() {
     );
     assert_eq!(rt.pull_image("x", None).await.unwrap().size_bytes, 0);
     assert_eq!(
-        rt.create_sandbox(&pod("a")).await.unwrap().pod_ip,
+        rt.create_sandbox(&pod("a"), &Default::default())
+            .await
+            .unwrap()
+            .pod_ip,
         "10.0.0.7"
     );
     // Removing what does not exist is fine.

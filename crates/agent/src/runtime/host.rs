@@ -63,7 +63,10 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, watch};
 
 use super::cri_log::{self, SharedLog, Stream};
-use super::{ContainerConfig, ExecResult, ExitNotice, Known, PodRef, Pulled, Runtime, Sandbox};
+use super::{
+    ContainerConfig, ExecProcess, ExecResult, ExecStreams, ExitNotice, Known, PodRef, Pulled,
+    Runtime, Sandbox, SandboxConfig,
+};
 use crate::observed::{Exit, ExitReason, ImagePresence, Instance, InstanceState, StartError};
 use crate::probe_io::go_error_text;
 
@@ -673,7 +676,11 @@ impl Runtime for HostRuntime {
         "host"
     }
 
-    async fn create_sandbox(&self, pod: &PodRef) -> Result<Sandbox, String> {
+    async fn create_sandbox(
+        &self,
+        pod: &PodRef,
+        _config: &SandboxConfig,
+    ) -> Result<Sandbox, String> {
         self.ensure_background();
         let root = self.pod_root(pod);
         std::fs::create_dir_all(&root)
@@ -734,7 +741,8 @@ impl Runtime for HostRuntime {
         config: &ContainerConfig,
     ) -> Result<Instance, StartError> {
         self.ensure_background();
-        let Some(program) = config.argv.first().filter(|p| !p.is_empty()) else {
+        let argv = config.argv();
+        let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
             return Err(StartError::Create(
                 "the host runtime needs a command: set command or args in the container spec"
                     .to_string(),
@@ -841,7 +849,7 @@ impl Runtime for HostRuntime {
             err_r,
         } = fifos;
         let mut cmd = std::process::Command::new(program);
-        cmd.args(&config.argv[1..])
+        cmd.args(&argv[1..])
             .env_clear()
             .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&working_dir)
@@ -938,6 +946,17 @@ impl Runtime for HostRuntime {
         self.kill_now(&entry)
             .await
             .ok_or_else(|| format!("container \"{id}\" did not exit after SIGKILL"))
+    }
+
+    async fn exec_stream(
+        &self,
+        _pod: &PodRef,
+        _id: &str,
+        _argv: &[String],
+        _streams: ExecStreams,
+    ) -> Result<ExecProcess, String> {
+        // Interactive exec arrives with the agent's streaming server.
+        Err("interactive exec is not supported by the host runtime yet".into())
     }
 
     async fn exec(

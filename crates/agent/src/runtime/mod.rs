@@ -3,10 +3,13 @@
 //! OCI images) and `sim` (no processes; simulated nodes). The worker drives a runtime only through
 //! this trait, and the runtime knows nothing of the API.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::observed::{Exit, ImagePresence, Instance, StartError};
 
@@ -27,14 +30,79 @@ pub struct PodRef {
 pub struct ContainerConfig {
     pub name: String,
     pub image: String,
-    /// `command` then `args` (the entrypoint and its arguments), already `$(VAR)`-expanded.
-    pub argv: Vec<String>,
+    /// The container's `command`, already `$(VAR)`-expanded. Empty: the image's entrypoint.
+    pub command: Vec<String>,
+    /// The container's `args`, already `$(VAR)`-expanded. Empty with an empty `command`: the
+    /// image's cmd. (Kubernetes: a `command` replaces both the entrypoint and the cmd.)
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<String>,
     /// Restart count of this instance (CRI `attempt`); names the log file `<attempt>.log`.
     pub attempt: u32,
     /// Volumes to expose (emptyDir and friends, prepared by the worker).
     pub mounts: Vec<Mount>,
+    /// Resource requests and limits, for cgroups.
+    pub resources: Resources,
+    /// `spec.containers[].tty` / `stdin`: the process gets a terminal / an open stdin.
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+impl ContainerConfig {
+    /// `command` then `args`: the argv when the image adds nothing (the host runtime).
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
+}
+
+/// A container's resources as cgroups need them (already parsed from quantities).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// `requests.cpu` in millicores (cgroup cpu shares / weight).
+    pub cpu_request_millis: Option<u64>,
+    /// `limits.cpu` in millicores (cgroup CFS quota over a 100 ms period).
+    pub cpu_limit_millis: Option<u64>,
+    /// `limits.memory` in bytes (cgroup memory limit; exceeding it is `OOMKilled`).
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// What the sandbox of a pod needs from its spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxConfig {
+    /// The pod's hostname (`spec.hostname`, else the pod name), set in its UTS namespace.
+    pub hostname: String,
+    /// `spec.hostNetwork`: share the node's network namespace instead of getting an IP.
+    pub host_network: bool,
+}
+
+/// An image the node holds, for `Node.status.images` (the scheduler's ImageLocality).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeImage {
+    pub names: Vec<String>,
+    pub size_bytes: u64,
+}
+
+/// A process started by an interactive exec (`kubectl exec`): its streams and its end.
+pub struct ExecProcess {
+    /// The process' stdin when asked for.
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    /// stdout (with a terminal: the terminal's output, stdout and stderr together).
+    pub stdout: Option<Pin<Box<dyn AsyncRead + Send>>>,
+    /// stderr (never with a terminal).
+    pub stderr: Option<Pin<Box<dyn AsyncRead + Send>>>,
+    /// Resizes the terminal (columns, rows), when there is one the runtime can resize.
+    pub resize: Option<Box<dyn Fn(u16, u16) + Send + Sync>>,
+    /// Resolves to the exit code once the process has exited.
+    pub exit: Pin<Box<dyn Future<Output = Result<i32, String>> + Send>>,
+}
+
+/// How an interactive exec wants its streams.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecStreams {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +156,8 @@ pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Creates (or finds) the pod's sandbox.
-    async fn create_sandbox(&self, pod: &PodRef) -> Result<Sandbox, String>;
+    async fn create_sandbox(&self, pod: &PodRef, config: &SandboxConfig)
+    -> Result<Sandbox, String>;
 
     /// Removes the sandbox and everything the pod left (processes, files, mounts).
     async fn remove_sandbox(&self, pod: &PodRef) -> Result<(), String>;
@@ -121,6 +190,21 @@ pub trait Runtime: Send + Sync + 'static {
         argv: &[String],
         timeout: Option<Duration>,
     ) -> Result<ExecResult, String>;
+
+    /// Starts `argv` inside the container with the streams asked for (`kubectl exec`); the
+    /// caller pumps the streams and awaits the exit.
+    async fn exec_stream(
+        &self,
+        pod: &PodRef,
+        id: &str,
+        argv: &[String],
+        streams: ExecStreams,
+    ) -> Result<ExecProcess, String>;
+
+    /// The images the node holds (`Node.status.images`); none for runtimes without images.
+    async fn list_images(&self) -> Vec<NodeImage> {
+        Vec::new()
+    }
 
     /// The CRI-format log file of an instance (`<dir>/<pod ns>_<pod name>_<uid>/<container>/<attempt>.log`).
     fn log_path(&self, pod: &PodRef, container: &str, attempt: u32) -> PathBuf;

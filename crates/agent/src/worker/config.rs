@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret, Volume};
 use kube::Api;
 
-use crate::runtime::{ContainerConfig, Mount};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::runtime::{ContainerConfig, Mount, Resources};
 
 /// What config resolution needs besides the pod.
 pub struct Env<'a> {
@@ -110,24 +112,37 @@ pub async fn resolve(
     attempt: u32,
 ) -> Result<ContainerConfig, String> {
     let vars = environment(env, pod, c).await?;
-    let argv: Vec<String> = c
-        .command
-        .iter()
-        .flatten()
-        .chain(c.args.iter().flatten())
-        .cloned()
-        .collect();
-    let argv = expand_all(&argv, &vars);
+    let command = expand_all(c.command.as_deref().unwrap_or_default(), &vars);
+    let args = expand_all(c.args.as_deref().unwrap_or_default(), &vars);
     let mounts = mounts(env, pod, c).await?;
     Ok(ContainerConfig {
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
-        argv,
+        command,
+        args,
         env: vars,
         working_dir: c.working_dir.clone().filter(|d| !d.is_empty()),
         attempt,
         mounts,
+        resources: resources(c),
+        tty: c.tty.unwrap_or(false),
+        stdin: c.stdin.unwrap_or(false),
     })
+}
+
+/// The container's cpu request and limit (millicores) and memory limit (bytes).
+fn resources(c: &Container) -> Resources {
+    let r = c.resources.as_ref();
+    let get = |list: Option<&BTreeMap<String, Quantity>>, name: &str, milli: bool| {
+        let q = skiff_core::quantity::Quantity::parse(&list?.get(name)?.0).ok()?;
+        let v = if milli { q.milli_value() } else { q.value() };
+        u64::try_from(v).ok()
+    };
+    Resources {
+        cpu_request_millis: get(r.and_then(|r| r.requests.as_ref()), "cpu", true),
+        cpu_limit_millis: get(r.and_then(|r| r.limits.as_ref()), "cpu", true),
+        memory_limit_bytes: get(r.and_then(|r| r.limits.as_ref()), "memory", false),
+    }
 }
 
 /// `envFrom` then `env`, in order, each value expanded against what came before.
