@@ -12,6 +12,8 @@ use kube::api::{Api, PostParams, WatchEvent, WatchParams};
 use skiff_apiserver::ServerConfig;
 use skiff_store::RedbStore;
 
+mod pod_start;
+
 #[derive(Subcommand)]
 pub enum Which {
     /// Pod creates per second with concurrent clients, and watch delivery latency.
@@ -56,6 +58,9 @@ pub enum Which {
         #[arg(long)]
         backlog: bool,
     },
+    /// Pod start latency on one node with a real runtime: create → Running seen on a watch, for
+    /// pods created one after another with the image already present.
+    PodStart(pod_start::PodStart),
 }
 
 pub async fn run(which: Which) -> Result<(), String> {
@@ -87,6 +92,7 @@ pub async fn run(which: Which) -> Result<(), String> {
             })
             .await
         }
+        Which::PodStart(b) => pod_start::run(b).await,
     }
 }
 

@@ -13,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
 mod kubeconfig;
+mod runtime;
 mod up;
 
 #[derive(Parser)]
@@ -29,13 +30,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a one-machine cluster: API server with the embedded store, scheduler, controllers and
-    /// a local agent (host runtime), and write a kubeconfig for kubectl.
+    /// a local agent (runc when it can, else the host runtime), and write a kubeconfig for kubectl.
     Up(up::UpArgs),
     /// Start only the API server (same as `up --disable scheduler,controllers,agent`).
     Server(up::UpArgs),
     /// Run only the scheduler, against the server a kubeconfig names.
     Scheduler(up::SchedulerArgs),
-    /// Run a node agent (host runtime) that joins a server.
+    /// Run a node agent that joins a server.
     Agent(up::AgentArgs),
     /// Run a benchmark against an in-process server.
     Bench {

@@ -1,5 +1,5 @@
 //! `skiff up` and `skiff server`: the API server over the embedded store, plus the scheduler,
-//! controllers and a local agent (host runtime), in one process. `skiff scheduler` and
+//! controllers and a local agent (runc or host runtime), in one process. `skiff scheduler` and
 //! `skiff agent` run one part alone against any server. Every part other than the API server is
 //! an API client, even in-process: it gets a kube client built from the admin kubeconfig `up`
 //! writes.
@@ -41,6 +41,8 @@ pub struct UpArgs {
     /// Port of the local agent's log server (0 picks a free one; the Node publishes it).
     #[arg(long, default_value_t = 0)]
     pub agent_port: u16,
+    #[command(flatten)]
+    pub runtime: crate::runtime::RuntimeArgs,
 }
 
 const PARTS: &[&str] = &["scheduler", "controllers", "agent"];
@@ -118,8 +120,10 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
             token: server.pki.admin_token.clone(),
         };
         let name = cfg.node_name.clone();
-        let handle = Agent::start(client, cfg).await?;
-        Some((handle, name))
+        let (runtime, why) =
+            crate::runtime::build(&args.runtime, &cfg.state_dir, &node_ip.to_string())?;
+        let handle = Agent::start_with_runtime(client, cfg, runtime).await?;
+        Some((handle, name, why))
     } else {
         None
     };
@@ -128,10 +132,10 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         started.elapsed().as_millis(),
         data_dir.display()
     );
-    if let Some((a, name)) = &agent {
+    if let Some((a, name, why)) = &agent {
         println!(
-            "agent: node {name}, runtime: {}, logs on https://{}",
-            a.runtime_name, a.server_addr
+            "agent: node {name}, runtime: {why}, logs on https://{}",
+            a.server_addr
         );
     }
     println!("export KUBECONFIG={}", kubeconfig_path.display());
@@ -161,7 +165,7 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     };
     shutdown_signal().await;
     tracing::info!("shutting down");
-    if let Some((a, _)) = agent {
+    if let Some((a, _, _)) = agent {
         // Containers keep running; the next `up` on this data dir re-adopts them.
         a.shutdown().await;
     }
@@ -264,9 +268,11 @@ pub struct AgentArgs {
     /// Do not verify the API server's certificate.
     #[arg(long)]
     pub insecure_skip_tls_verify: bool,
+    #[command(flatten)]
+    pub runtime: crate::runtime::RuntimeArgs,
 }
 
-/// `skiff agent`: a node agent (host runtime) joining the server at `--server`.
+/// `skiff agent`: a node agent joining the server at `--server`.
 pub async fn run_agent(args: AgentArgs) -> Result<(), String> {
     let tls = if let Some(f) = &args.ca_file {
         let pem =
@@ -324,10 +330,11 @@ current-context: skiff
         token: args.token.clone(),
     };
     let name = cfg.node_name.clone();
-    let handle = Agent::start(client, cfg).await?;
+    let (runtime, why) = crate::runtime::build(&args.runtime, &cfg.state_dir, &node_ip.to_string())?;
+    let handle = Agent::start_with_runtime(client, cfg, runtime).await?;
     println!(
-        "skiff agent is running: node {name}, runtime: {}, logs on https://{}, server {}",
-        handle.runtime_name, handle.server_addr, args.server
+        "skiff agent is running: node {name}, runtime: {why}, logs on https://{}, server {}",
+        handle.server_addr, args.server
     );
     shutdown_signal().await;
     tracing::info!("shutting down");

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod registry;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -21,6 +24,7 @@ pub struct Skiff {
     pub ready_lines: Vec<String>,
 }
 
+#[derive(Debug)]
 pub struct Out {
     pub stdout: String,
     pub stderr: String,
@@ -90,6 +94,9 @@ impl Skiff {
         cmd.args(&self.extra_args);
         if !self.agent {
             cmd.args(["--disable", "agent"]);
+        } else if !self.extra_args.iter().any(|a| a == "--runtime") {
+            // Agent tests run plain processes unless they ask for real containers.
+            cmd.args(["--runtime", "host"]);
         }
         // SKIFF_TEST_STDERR=1 shows the server's log (with SKIFF_LOG's level) when debugging.
         let stderr = if std::env::var_os("SKIFF_TEST_STDERR").is_some() {

@@ -1,0 +1,98 @@
+//! Which container runtime a node agent uses (`--runtime`), and building it. `auto` picks runc
+//! when it can run real containers here (root, runc and the CNI plugins installed) and says why
+//! when it falls back to the host runtime.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::{Args, ValueEnum};
+use skiff_agent::runtime::Runtime;
+use skiff_agent::runtime::host::HostRuntime;
+
+/// The first argument that makes the binary a runc shim (see `skiff_agent::runtime::runc`).
+pub const SHIM_SUBCOMMAND: &str = "runc-shim";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    /// runc when root, runc and the CNI plugins are present; the host runtime otherwise.
+    Auto,
+    /// Containers as plain processes on the node: no image, no isolation (development).
+    Host,
+    /// Real containers under runc from OCI images, with pod networking through CNI.
+    Runc,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// The container runtime of the node agent.
+    #[arg(long, value_enum, default_value_t = Kind::Auto)]
+    pub runtime: Kind,
+    /// A registry (host[:port]) to pull from over plain HTTP; loopback registries always may.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+    /// The address range of this node's pods (runc runtime).
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pub pod_cidr: String,
+    /// The Linux bridge the node's pods are attached to (runc runtime).
+    #[arg(long, default_value = "skiff0")]
+    pub cni_bridge: String,
+    /// Where the CNI plugins are (runc runtime).
+    #[arg(long, default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+}
+
+/// Builds the runtime `args` ask for; the string says which one and why.
+pub fn build(
+    args: &RuntimeArgs,
+    state_dir: &Path,
+    node_ip: &str,
+) -> Result<(Arc<dyn Runtime>, String), String> {
+    let kind = match args.runtime {
+        Kind::Auto => match runc_unavailable(args) {
+            None => Kind::Runc,
+            Some(why) => {
+                let rt = host(state_dir, node_ip)?;
+                return Ok((rt, format!("host ({why}; --runtime runc to insist)")));
+            }
+        },
+        k => k,
+    };
+    match kind {
+        Kind::Runc => Err("TEMPORARY: the runc runtime is being wired".into()),
+        _ => Ok((host(state_dir, node_ip)?, "host".into())),
+    }
+}
+
+fn host(state_dir: &Path, node_ip: &str) -> Result<Arc<dyn Runtime>, String> {
+    let dir = state_dir.join("runtime");
+    let rt = HostRuntime::new(dir, node_ip.to_string())
+        .map_err(|e| format!("cannot start the host runtime: {e}"))?;
+    Ok(Arc::new(rt))
+}
+
+/// Why runc cannot be used here, or None when it can.
+fn runc_unavailable(args: &RuntimeArgs) -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not running as root".into());
+    }
+    if find_in_path("runc").is_none() {
+        return Some("runc not found: apt-get install runc".into());
+    }
+    for plugin in ["bridge", "host-local", "loopback"] {
+        if !args.cni_bin_dir.join(plugin).exists() {
+            return Some(format!(
+                "CNI plugin {plugin} not in {}: apt-get install containernetworking-plugins",
+                args.cni_bin_dir.display()
+            ));
+        }
+    }
+    None
+}
+
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
