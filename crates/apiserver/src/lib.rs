@@ -17,6 +17,7 @@ use skiff_store::Store;
 pub mod discovery;
 pub mod errors;
 pub mod events;
+pub mod exec;
 pub mod logs;
 pub mod metrics;
 pub mod namespaces;
@@ -130,6 +131,13 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(String::from);
+    let params = Params::parse(query.as_deref());
+    // exec/attach/portforward need the request itself: the connection may be upgraded.
+    if let Some(target) = exec::streaming_target(&path) {
+        let resp = exec::serve(&state.api, req, target).await;
+        record(&state, "CONNECT", "pods".into(), &resp, started);
+        return resp;
+    }
     let headers = req.headers().clone();
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
@@ -140,10 +148,15 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
             return e.into_response();
         }
     };
-    let params = Params::parse(query.as_deref());
     let (resp, resource) = route(&state.api, &method, &path, &params, &headers, &body).await;
     let resp = resp.unwrap_or_else(IntoResponse::into_response);
-    let verb = verb(&method, &params);
+    record(&state, verb(&method, &params), resource, &resp, started);
+    tracing::debug!(%method, %path, code = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    resp
+}
+
+/// Counts a request and its latency in the metrics.
+fn record(state: &AppState, verb: &str, resource: String, resp: &Response, started: Instant) {
     state
         .api
         .metrics
@@ -162,8 +175,6 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
             verb: verb.to_string(),
         })
         .observe(started.elapsed().as_secs_f64());
-    tracing::debug!(%method, %path, code = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
-    resp
 }
 
 fn verb(method: &Method, params: &Params) -> &'static str {

@@ -35,7 +35,7 @@ const PASSED: &[&str] = &[
 ];
 
 /// Where a node's agent serves: `(host, port)`.
-fn agent_endpoint(node: &Value) -> Option<(String, u16)> {
+pub(crate) fn agent_endpoint(node: &Value) -> Option<(String, u16)> {
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")?
         .as_u64()? as u16;
@@ -110,7 +110,7 @@ pub async fn serve_log(
     proxy(&host, port, &path, &api.agent_token).await
 }
 
-fn encode(v: &str) -> String {
+pub(crate) fn encode(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' => {
@@ -121,25 +121,39 @@ fn encode(v: &str) -> String {
         .collect()
 }
 
-/// Sends `GET path` to the agent over HTTPS and streams its answer back unchanged.
-async fn proxy(host: &str, port: u16, path: &str, token: &str) -> ApiResult<Response> {
-    let unreachable = |e: &dyn std::fmt::Display| {
-        ApiError::internal(format!(
-            "error trying to reach the node agent at {host}:{port}: {e}"
-        ))
-    };
+/// The error for an agent that cannot be reached.
+pub(crate) fn unreachable(host: &str, port: u16, e: &dyn std::fmt::Display) -> ApiError {
+    ApiError::internal(format!(
+        "error trying to reach the node agent at {host}:{port}: {e}"
+    ))
+}
+
+/// Opens a TLS connection to an agent (HTTP/1.1 offered through ALPN), without verifying its
+/// self-signed certificate.
+pub(crate) async fn connect_agent(
+    host: &str,
+    port: u16,
+) -> ApiResult<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let tcp = tokio::net::TcpStream::connect((host, port))
         .await
-        .map_err(|e| unreachable(&e))?;
-    let cfg = rustls::ClientConfig::builder()
+        .map_err(|e| unreachable(host, port, &e))?;
+    let mut cfg = rustls::ClientConfig::builder()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NoVerify))
         .with_no_client_auth();
-    let server_name = ServerName::try_from(host.to_string()).map_err(|e| unreachable(&e))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name =
+        ServerName::try_from(host.to_string()).map_err(|e| unreachable(host, port, &e))?;
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(server_name, tcp)
         .await
-        .map_err(|e| unreachable(&e))?;
+        .map_err(|e| unreachable(host, port, &e))
+}
+
+/// Sends `GET path` to the agent over HTTPS and streams its answer back unchanged.
+async fn proxy(host: &str, port: u16, path: &str, token: &str) -> ApiResult<Response> {
+    let unreachable = |e: &dyn std::fmt::Display| unreachable(host, port, e);
+    let tls = connect_agent(host, port).await?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| unreachable(&e))?;

@@ -2,8 +2,11 @@
 //! kubectl's typed generators send (`kubectl create namespace`). The envelope is the magic
 //! `k8s\0` followed by a `runtime.Unknown` message; inside it, the object's own message.
 //!
-//! Only the kinds kubectl's generators create for resources served here are decoded: Namespace
-//! (ObjectMeta name, generateName, labels, annotations; spec.finalizers). Anything else is 415.
+//! Only the kinds kubectl's generators create for resources served here are decoded, with the
+//! fields those generators set: ObjectMeta (name, generateName, namespace, labels, annotations)
+//! and Namespace (spec.finalizers), Secret (data, type, stringData, immutable), ConfigMap (data,
+//! binaryData, immutable) and ServiceAccount (secrets, imagePullSecrets,
+//! automountServiceAccountToken). Anything else is 415.
 
 use serde_json::{Map, Value, json};
 
@@ -13,7 +16,7 @@ const MAGIC: &[u8] = b"k8s\0";
 
 /// One protobuf field: its number and its length-delimited payload or varint.
 enum Field<'a> {
-    Varint,
+    Varint(u64),
     Bytes(&'a [u8]),
 }
 
@@ -38,8 +41,8 @@ fn fields(buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
         let (num, wire) = (tag >> 3, tag & 7);
         match wire {
             0 => {
-                varint(buf, &mut pos)?;
-                out.push((num, Field::Varint));
+                let v = varint(buf, &mut pos)?;
+                out.push((num, Field::Varint(v)));
             }
             1 => pos += 8,
             2 => {
@@ -58,7 +61,14 @@ fn fields(buf: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
 fn string(f: &Field<'_>) -> Option<String> {
     match f {
         Field::Bytes(b) => String::from_utf8(b.to_vec()).ok(),
-        Field::Varint => None,
+        Field::Varint(_) => None,
+    }
+}
+
+fn boolean(f: &Field<'_>) -> Option<bool> {
+    match f {
+        Field::Varint(v) => Some(*v != 0),
+        Field::Bytes(_) => None,
     }
 }
 
@@ -67,17 +77,35 @@ fn bad(why: &str) -> ApiError {
 }
 
 fn map_entry(b: &[u8]) -> Option<(String, String)> {
-    let fs = fields(b)?;
+    let (k, v) = bytes_map_entry(b)?;
+    Some((k, String::from_utf8(v).ok()?))
+}
+
+/// A `map<string, bytes>` entry; a missing value is empty.
+fn bytes_map_entry(b: &[u8]) -> Option<(String, Vec<u8>)> {
     let mut k = String::new();
-    let mut v = String::new();
-    for (n, f) in &fs {
-        match n {
-            1 => k = string(f)?,
-            2 => v = string(f)?,
+    let mut v = Vec::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, f) => k = string(&f)?,
+            (2, Field::Bytes(b)) => v = b.to_vec(),
             _ => {}
         }
     }
     Some((k, v))
+}
+
+/// Base64, the JSON form of protobuf `bytes`.
+fn base64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Adds a map field to `obj` when it has entries.
+fn put_map(obj: &mut Value, field: &str, map: Map<String, Value>) {
+    if !map.is_empty() {
+        obj[field] = Value::Object(map);
+    }
 }
 
 fn object_meta(b: &[u8]) -> Option<Value> {
@@ -133,6 +161,117 @@ fn namespace(raw: &[u8]) -> Option<Value> {
     Some(ns)
 }
 
+fn secret(raw: &[u8]) -> Option<Value> {
+    let mut secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {}});
+    let mut data = Map::new();
+    let mut string_data = Map::new();
+    for (n, f) in fields(raw)? {
+        match (n, &f) {
+            (1, Field::Bytes(b)) => secret["metadata"] = object_meta(b)?,
+            (2, Field::Bytes(b)) => {
+                let (k, v) = bytes_map_entry(b)?;
+                data.insert(k, json!(base64(&v)));
+            }
+            (3, Field::Bytes(_)) => {
+                let t = string(&f)?;
+                if !t.is_empty() {
+                    secret["type"] = json!(t);
+                }
+            }
+            (4, Field::Bytes(b)) => {
+                let (k, v) = map_entry(b)?;
+                string_data.insert(k, json!(v));
+            }
+            (5, Field::Varint(_)) => secret["immutable"] = json!(boolean(&f)?),
+            _ => {}
+        }
+    }
+    put_map(&mut secret, "data", data);
+    put_map(&mut secret, "stringData", string_data);
+    Some(secret)
+}
+
+fn config_map(raw: &[u8]) -> Option<Value> {
+    let mut cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}});
+    let mut data = Map::new();
+    let mut binary = Map::new();
+    for (n, f) in fields(raw)? {
+        match (n, &f) {
+            (1, Field::Bytes(b)) => cm["metadata"] = object_meta(b)?,
+            (2, Field::Bytes(b)) => {
+                let (k, v) = map_entry(b)?;
+                data.insert(k, json!(v));
+            }
+            (3, Field::Bytes(b)) => {
+                let (k, v) = bytes_map_entry(b)?;
+                binary.insert(k, json!(base64(&v)));
+            }
+            (4, Field::Varint(_)) => cm["immutable"] = json!(boolean(&f)?),
+            _ => {}
+        }
+    }
+    put_map(&mut cm, "data", data);
+    put_map(&mut cm, "binaryData", binary);
+    Some(cm)
+}
+
+/// A core/v1 `ObjectReference` (kind 1, namespace 2, name 3, uid 4, apiVersion 5,
+/// resourceVersion 6, fieldPath 7), empty strings left out.
+fn object_reference(raw: &[u8]) -> Option<Value> {
+    const NAMES: [&str; 7] = [
+        "kind",
+        "namespace",
+        "name",
+        "uid",
+        "apiVersion",
+        "resourceVersion",
+        "fieldPath",
+    ];
+    let mut r = Map::new();
+    for (n, f) in fields(raw)? {
+        if let (1..=7, Field::Bytes(_)) = (n, &f) {
+            let v = string(&f)?;
+            if !v.is_empty() {
+                r.insert(NAMES[n as usize - 1].into(), json!(v));
+            }
+        }
+    }
+    Some(Value::Object(r))
+}
+
+fn service_account(raw: &[u8]) -> Option<Value> {
+    let mut sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {}});
+    let mut secrets = Vec::new();
+    let mut pull = Vec::new();
+    for (n, f) in fields(raw)? {
+        match (n, &f) {
+            (1, Field::Bytes(b)) => sa["metadata"] = object_meta(b)?,
+            (2, Field::Bytes(b)) => secrets.push(object_reference(b)?),
+            // A LocalObjectReference: only its name (field 1).
+            (3, Field::Bytes(b)) => {
+                let mut name = String::new();
+                for (n, f) in fields(b)? {
+                    if n == 1 {
+                        name = string(&f)?;
+                    }
+                }
+                pull.push(json!({"name": name}));
+            }
+            (4, Field::Varint(_)) => {
+                sa["automountServiceAccountToken"] = json!(boolean(&f)?);
+            }
+            _ => {}
+        }
+    }
+    if !secrets.is_empty() {
+        sa["secrets"] = json!(secrets);
+    }
+    if !pull.is_empty() {
+        sa["imagePullSecrets"] = json!(pull);
+    }
+    Some(sa)
+}
+
 /// Decodes a protobuf request body to the JSON form of the object.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
     let inner = body
@@ -158,6 +297,11 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
     }
     match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") => namespace(raw).ok_or_else(|| bad("malformed Namespace")),
+        ("v1", "Secret") => secret(raw).ok_or_else(|| bad("malformed Secret")),
+        ("v1", "ConfigMap") => config_map(raw).ok_or_else(|| bad("malformed ConfigMap")),
+        ("v1", "ServiceAccount") => {
+            service_account(raw).ok_or_else(|| bad("malformed ServiceAccount"))
+        }
         _ => Err(ApiError::unsupported_media_type(&format!(
             "application/vnd.kubernetes.protobuf ({api_version}/{kind}); send this object as JSON or YAML"
         ))),
@@ -167,6 +311,7 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn decodes_kubectl_create_namespace() {
@@ -181,6 +326,119 @@ mod tests {
         let v = decode(&bytes).unwrap();
         assert_eq!(v["kind"], "Namespace");
         assert_eq!(v["metadata"]["name"], "demo");
+    }
+
+    /// A length-delimited field.
+    fn ld(num: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(num << 3) | 2];
+        let mut len = payload.len();
+        loop {
+            let b = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn entry(k: &str, v: &[u8]) -> Vec<u8> {
+        [ld(1, k.as_bytes()), ld(2, v)].concat()
+    }
+
+    /// The envelope kubectl sends around an object's message.
+    fn envelope(kind: &str, raw: &[u8]) -> Vec<u8> {
+        let tm = [ld(1, b"v1"), ld(2, kind.as_bytes())].concat();
+        [
+            b"k8s\0".to_vec(),
+            ld(1, &tm),
+            ld(2, raw),
+            ld(3, b""),
+            ld(4, b""),
+        ]
+        .concat()
+    }
+
+    fn meta(name: &str) -> Vec<u8> {
+        [
+            ld(1, name.as_bytes()),
+            ld(2, b""),
+            ld(3, b"default"),
+            ld(11, &entry("app", b"web")),
+            ld(12, &entry("note", b"hi")),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn decodes_secrets() {
+        let raw = [
+            ld(1, &meta("s")),
+            ld(2, &entry("bin", &[0, 1, 2])),
+            ld(2, &entry("empty", b"")),
+            ld(3, b"kubernetes.io/basic-auth"),
+            ld(4, &entry("user", b"me")),
+            vec![5 << 3, 1],
+        ]
+        .concat();
+        let v = decode(&envelope("Secret", &raw)).unwrap();
+        assert_eq!(
+            v,
+            json!({"apiVersion": "v1", "kind": "Secret",
+                   "metadata": {"name": "s", "namespace": "default",
+                                "labels": {"app": "web"}, "annotations": {"note": "hi"}},
+                   "data": {"bin": "AAEC", "empty": ""}, "type": "kubernetes.io/basic-auth",
+                   "stringData": {"user": "me"}, "immutable": true})
+        );
+        // kubectl always sends type, empty when --type was not given.
+        let v = decode(&envelope(
+            "Secret",
+            &[ld(1, &meta("s")), ld(3, b"")].concat(),
+        ))
+        .unwrap();
+        assert!(v.get("type").is_none() && v.get("data").is_none());
+    }
+
+    #[test]
+    fn decodes_config_maps() {
+        let raw = [
+            ld(1, &meta("c")),
+            ld(2, &entry("k", b"v")),
+            ld(3, &entry("b", &[255])),
+            vec![4 << 3, 0],
+        ]
+        .concat();
+        let v = decode(&envelope("ConfigMap", &raw)).unwrap();
+        assert_eq!(v["data"], json!({"k": "v"}));
+        assert_eq!(v["binaryData"], json!({"b": "/w=="}));
+        assert_eq!(v["immutable"], json!(false));
+        assert_eq!(v["metadata"]["name"], "c");
+    }
+
+    #[test]
+    fn decodes_service_accounts() {
+        let reference = [ld(1, b"Secret"), ld(3, b"tok"), ld(4, b"")].concat();
+        let raw = [
+            ld(1, &meta("robot")),
+            ld(2, &reference),
+            ld(3, &ld(1, b"pull")),
+            vec![4 << 3, 0],
+        ]
+        .concat();
+        let v = decode(&envelope("ServiceAccount", &raw)).unwrap();
+        assert_eq!(v["secrets"], json!([{"kind": "Secret", "name": "tok"}]));
+        assert_eq!(v["imagePullSecrets"], json!([{"name": "pull"}]));
+        assert_eq!(v["automountServiceAccountToken"], json!(false));
+        assert_eq!(v["metadata"]["name"], "robot");
+    }
+
+    #[test]
+    fn other_kinds_are_unsupported() {
+        let e = decode(&envelope("Service", &ld(1, &meta("x")))).unwrap_err();
+        assert_eq!(e.code, 415);
     }
 
     #[test]

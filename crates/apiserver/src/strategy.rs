@@ -5,7 +5,9 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Binding, Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -61,6 +63,9 @@ pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
         "Event" => roundtrip::<Event>(&body),
         "Lease" => roundtrip::<Lease>(&body),
         "Binding" => roundtrip::<Binding>(&body),
+        "Secret" => roundtrip::<Secret>(&body),
+        "ConfigMap" => roundtrip::<ConfigMap>(&body),
+        "ServiceAccount" => roundtrip::<ServiceAccount>(&body),
         _ => Ok(body.clone()),
     }
     .map_err(|e| {
@@ -71,10 +76,23 @@ pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
     })?;
     let mut unknown_fields = Vec::new();
     unknown(&body, &typed, "", &mut unknown_fields);
+    let obj = to_internal(kind, typed)?;
     Ok(Decoded {
-        obj: typed,
+        obj,
         unknown_fields,
     })
+}
+
+/// What Kubernetes' conversion to its internal form does while decoding, for the kinds where that
+/// changes the object: a Secret's `stringData` is written into `data` and dropped, and its
+/// `type` defaults to `Opaque`. Every body (create, update, patch result, apply) goes through it.
+fn to_internal(kind: &str, obj: Value) -> ApiResult<Value> {
+    if kind != "Secret" {
+        return Ok(obj);
+    }
+    let mut secret: Secret = from_value(&obj)?;
+    skiff_core::validation::merge_string_data(&mut secret);
+    to_value(&secret)
 }
 
 /// Decodes into the typed form and back. A type error names the field it is in, as Go's
@@ -200,6 +218,9 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<Vec<FieldE
         "Namespace" => v::validate_namespace(&from_value(obj)?),
         "Event" => v::validate_event(&from_value(obj)?),
         "Lease" => v::validate_lease(&from_value(obj)?),
+        "Secret" => v::validate_secret(&from_value(obj)?),
+        "ConfigMap" => v::validate_config_map(&from_value(obj)?),
+        "ServiceAccount" => v::validate_service_account(&from_value(obj)?),
         _ => Vec::new(),
     })
 }
@@ -217,6 +238,28 @@ pub fn validate_update(
             &from_value(new)?,
             &from_value(old)?,
         ));
+    }
+    match info.kind {
+        // Their update rules include the metadata and create rules, as in Kubernetes.
+        "Secret" => {
+            return Ok(v::validate_secret_update(
+                &from_value(new)?,
+                &from_value(old)?,
+            ));
+        }
+        "ConfigMap" => {
+            return Ok(v::validate_config_map_update(
+                &from_value(new)?,
+                &from_value(old)?,
+            ));
+        }
+        "ServiceAccount" => {
+            return Ok(v::validate_service_account_update(
+                &from_value(new)?,
+                &from_value(old)?,
+            ));
+        }
+        _ => {}
     }
     let new_meta = from_value(new.get("metadata").unwrap_or(&Value::Null))?;
     let old_meta = from_value(old.get("metadata").unwrap_or(&Value::Null))?;

@@ -9,6 +9,7 @@
 //! Objects are read as JSON with tolerant accessors: a malformed object prints with defaults
 //! instead of failing the whole list.
 
+mod config;
 mod event;
 mod node;
 mod pod;
@@ -76,6 +77,9 @@ pub fn columns(resource: &str) -> Vec<Column> {
         "pods" => pod::columns(),
         "nodes" => node::columns(),
         "events" => event::columns(),
+        "secrets" => config::secret_columns(),
+        "configmaps" => config::config_map_columns(),
+        "serviceaccounts" => config::service_account_columns(),
         "namespaces" => vec![
             name_col(0),
             col(
@@ -114,6 +118,9 @@ pub fn row_cells(resource: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
         "pods" => pod::cells(obj, now),
         "nodes" => node::cells(obj, now),
         "events" => event::cells(obj, now),
+        "secrets" => config::secret_cells(obj, now),
+        "configmaps" => config::config_map_cells(obj, now),
+        "serviceaccounts" => config::service_account_cells(obj, now),
         "namespaces" => vec![
             name(obj).into(),
             str_at(obj, &["status", "phase"]).into(),
@@ -176,7 +183,10 @@ mod tests {
             "events",
             "namespaces",
             "leases",
+            "secrets",
             "configmaps",
+            "serviceaccounts",
+            "widgets",
         ] {
             assert_eq!(columns(r).len(), row_cells(r, &json!({}), now).len(), "{r}");
             assert_eq!(
@@ -214,21 +224,21 @@ mod tests {
 
     #[test]
     fn default_table() {
-        let cols = columns("configmaps");
+        let cols = columns("widgets");
         assert_eq!(cols[0].name, "Name");
         assert_eq!(cols[0].format, "name");
         assert_eq!(cols[1].name, "Created At");
         assert_eq!(cols[1].type_, "date");
         let cm = json!({"metadata": {"name": "cfg", "creationTimestamp": "2026-03-04T05:06:07Z"}});
         assert_eq!(
-            row_cells("configmaps", &cm, ts("2026-03-05T00:00:00Z")),
+            row_cells("widgets", &cm, ts("2026-03-05T00:00:00Z")),
             vec![json!("cfg"), json!("2026-03-04T05:06:07Z")]
         );
         assert_eq!(
-            row_cells("configmaps", &json!({}), ts("2026-03-05T00:00:00Z"))[1],
+            row_cells("widgets", &json!({}), ts("2026-03-05T00:00:00Z"))[1],
             json!("0001-01-01T00:00:00Z")
         );
-        assert!(row_conditions("configmaps", &cm).is_none());
+        assert!(row_conditions("widgets", &cm).is_none());
     }
 
     #[test]

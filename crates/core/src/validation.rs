@@ -8,9 +8,11 @@
 //! [`FieldError::message`] and `field`.
 //!
 //! Submodules: `errors` (the error type and its rendering), `names` (string formats), `meta`
-//! (`metadata`), `kinds` (Namespace, Node, Event, Lease), `resources` (quantities), and the pod
+//! (`metadata`), `kinds` (Namespace, Node, Event, Lease), `config` (Secret, ConfigMap,
+//! ServiceAccount), `resources` (quantities), and the pod
 //! rules used by [`crate::pod`].
 
+mod config;
 mod errors;
 mod kinds;
 mod meta;
@@ -19,6 +21,11 @@ pub(crate) mod pod;
 pub(crate) mod pod_update;
 mod resources;
 
+pub use config::{
+    MAX_SECRET_SIZE, go_json_object_error, merge_string_data, validate_config_map,
+    validate_config_map_update, validate_secret, validate_secret_update, validate_service_account,
+    validate_service_account_update,
+};
 pub use errors::{ErrorType, FieldError, FieldPath, go_literal, go_quote, invalid_message};
 pub use kinds::{validate_event, validate_lease, validate_namespace, validate_node};
 pub use meta::{
