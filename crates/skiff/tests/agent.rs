@@ -963,6 +963,8 @@ impl RemoteAgent {
             node,
             "--port",
             "0",
+            "--runtime",
+            "host",
             "--ca-file",
         ]
         .iter()
