@@ -5,6 +5,7 @@
 
 pub mod duration;
 pub mod fields;
+pub mod image;
 pub mod patch;
 pub mod pod;
 pub mod printers;
