@@ -6,7 +6,7 @@
 //! pod watcher (spec.nodeName=<node>) ──▶ this loop ──▶ one worker per pod UID (watch channel)
 //! runtime.exits() ──▶ exit router ──────────────────▶ the pod's worker
 //! node task: register, Lease every 10 s, status when changed / every 60 s
-//! server: /containerLogs from what the workers publish
+//! server: /containerLogs and /exec from what the workers publish
 //! ```
 //!
 //! Shutting the agent down ([`AgentHandle::shutdown`]) stops its tasks but leaves containers
@@ -129,7 +129,12 @@ impl Agent {
         // Subscribe before any worker reads the runtime, so no exit falls in between.
         let exits = runtime.exits();
         let tasks = vec![
-            tokio::spawn(node::run(client.clone(), node_cfg, recorder)),
+            tokio::spawn(node::run(
+                client.clone(),
+                node_cfg,
+                runtime.clone(),
+                recorder,
+            )),
             tokio::spawn(route_exits(exits, routes.clone())),
             tokio::spawn(run_pods(client, ctx, routes)),
         ];

@@ -191,6 +191,20 @@ pub fn pre_stop_failed(c: ContainerRef) -> EventToEmit {
     warning(c, "FailedPreStopHook", "PreStopHook failed".to_string())
 }
 
+/// Warning `FailedToRetrieveImagePullSecret` (pod-level) naming the `imagePullSecrets` that
+/// could not be read.
+pub fn pull_secrets_missing(names: &[String]) -> EventToEmit {
+    EventToEmit {
+        type_: EventType::Warning,
+        reason: "FailedToRetrieveImagePullSecret",
+        message: format!(
+            "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+            names.join(", ")
+        ),
+        container: None,
+    }
+}
+
 /// Warning `FailedCreatePodSandBox` (pod-level).
 pub fn sandbox_failed(message: &str) -> EventToEmit {
     EventToEmit {

@@ -17,12 +17,14 @@
 //! * [`backoff`]: the per-key exponential back-off (CrashLoopBackOff, ImagePullBackOff).
 //! * [`probe`]: the probe worker state machine (thresholds, schedule, startup gating).
 //! * [`events`]: the event catalogue; [`reasons`]: waiting reasons; [`mod@format`]: Go-style text.
+//! * [`pull_secrets`]: which `imagePullSecrets` credentials an image pull uses.
 //! * `start`, `kill`, `rules`: the start pipeline, the kill/termination state machine and the
 //!   shared predicates behind `decide`.
 //!
 //! The I/O side: [`agent`] (wiring), [`worker`] (one task per pod), [`node`] (Node and Lease),
-//! [`recorder`] (kubelet-style events), [`server`] (the HTTPS log endpoint the API server proxies
-//! to), [`runtime`] (the runtime trait and the `host` runtime), [`probe_io`] (probe and hook I/O).
+//! [`recorder`] (kubelet-style events), [`server`] (the HTTPS log and exec endpoints the API
+//! server proxies to), [`runtime`] (the runtime trait and the `host` runtime), [`probe_io`]
+//! (probe and hook I/O).
 //!
 //! The rules follow the kubelet of Kubernetes 1.31/1.32; see
 //! `/work/shared/spec/pod-lifecycle.md` §1, §2, §4–§8, §9.4 and §12.
@@ -35,6 +37,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod observed;
 pub mod probe;
+pub mod pull_secrets;
 pub mod reasons;
 mod rules;
 pub mod runtime;

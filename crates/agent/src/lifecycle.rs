@@ -31,9 +31,11 @@
 //! * Container spec changes on a running pod (`Container NAME definition changed, will be
 //!   restarted`); only the image is part of the back-off key.
 //! * In-place resize, ephemeral containers, `activeDeadlineSeconds`, evictions, admission
-//!   rejections (`OutOfcpu`…), `InvalidImageName` (validation rejects bad references first),
-//!   `FailedToRetrieveImagePullSecret`, the `ContainerStatusUnknown` synthesis for vanished
-//!   containers, termination-message budgets, `observedGeneration`.
+//!   rejections (`OutOfcpu`…), the `ContainerStatusUnknown` synthesis for vanished containers,
+//!   termination-message budgets, `observedGeneration`.
+//! * Image pull secrets: the worker reads them before each pull (I/O) and records
+//!   `FailedToRetrieveImagePullSecret` once per pull that misses one, rather than on every sync.
+//!   The node's own keyring and credential-provider plugins do not exist.
 //! * Shortening the grace period of a kill already in progress (a second, shorter DELETE).
 //! * Event aggregation and spam filtering (the event writer's job). Back-off events are emitted
 //!   once per blocked period rather than on every 10–15 s sync retry, so counts are lower.

@@ -5,18 +5,23 @@
 //! (`daemonEndpoints.kubeletEndpoint.Port`), `nodeInfo` and the kubelet's conditions (§3.6). Then
 //! it renews its Lease in `kube-node-lease` every 10 s (what the node lifecycle controller
 //! watches), and every 10 s compares the Node's status with what it would report, writing the
-//! status when it differs (for example after the controller marked the node `Unknown`) or when
-//! the last report is 60 s old.
+//! status when it differs (for example after the controller marked the node `Unknown`, or the
+//! runtime's images changed) or when the last report is 60 s old.
+//!
+//! `status.images` is the runtime's image list ([`Runtime::list_images`]) as the kubelet
+//! reports it: largest first, at most [`MAX_IMAGES`] images of at most [`MAX_NAMES_PER_IMAGE`]
+//! names each.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
-    NodeSystemInfo,
+    ContainerImage, DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints,
+    NodeStatus, NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
@@ -27,6 +32,7 @@ use serde_json::json;
 use crate::events::EventType;
 use crate::memory::whole_seconds;
 use crate::recorder::Recorder;
+use crate::runtime::{NodeImage, Runtime};
 
 /// `nodeInfo.kubeletVersion`.
 pub const KUBELET_VERSION: &str = "v1.32.0-skiff";
@@ -40,6 +46,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub const STATUS_REPORT: SignedDuration = SignedDuration::from_secs(60);
 /// `maxPods`.
 pub const MAX_PODS: u32 = 110;
+/// `nodeStatusMaxImages`: the most images `status.images` lists.
+pub const MAX_IMAGES: usize = 50;
+/// The most names listed per image.
+pub const MAX_NAMES_PER_IMAGE: usize = 5;
 /// The hard eviction threshold `memory.available<100Mi`, subtracted from allocatable memory.
 const MEMORY_EVICTION_KI: u64 = 100 * 1024;
 
@@ -274,10 +284,26 @@ fn conditions(now: Timestamp, old: Option<&NodeStatus>) -> Vec<NodeCondition> {
         .collect()
 }
 
-/// The status the agent reports, given what the Node shows now (for transition times).
+/// `status.images` from the runtime's images: largest first (stable for equal sizes), at most
+/// [`MAX_IMAGES`], each with at most [`MAX_NAMES_PER_IMAGE`] names; nameless images are left out.
+pub fn node_images(images: &[NodeImage]) -> Vec<ContainerImage> {
+    let mut list: Vec<&NodeImage> = images.iter().filter(|i| !i.names.is_empty()).collect();
+    list.sort_by_key(|i| std::cmp::Reverse(i.size_bytes));
+    list.into_iter()
+        .take(MAX_IMAGES)
+        .map(|i| ContainerImage {
+            names: Some(i.names.iter().take(MAX_NAMES_PER_IMAGE).cloned().collect()),
+            size_bytes: Some(i.size_bytes.min(i64::MAX as u64) as i64),
+        })
+        .collect()
+}
+
+/// The status the agent reports, given the runtime's images and what the Node shows now (for
+/// transition times).
 pub fn desired_status(
     cfg: &NodeConfig,
     m: &Machine,
+    images: &[NodeImage],
     now: Timestamp,
     old: Option<&NodeStatus>,
 ) -> NodeStatus {
@@ -317,7 +343,7 @@ pub fn desired_status(
             architecture: m.architecture.clone(),
             ..NodeSystemInfo::default()
         }),
-        images: Some(Vec::new()),
+        images: Some(node_images(images)),
         ..NodeStatus::default()
     }
 }
@@ -350,6 +376,7 @@ fn status_differs(old: &NodeStatus, new: &NodeStatus) -> bool {
             s.addresses,
             s.daemon_endpoints,
             s.node_info,
+            s.images.unwrap_or_default(),
         )
     };
     strip(old) != strip(new)
@@ -357,7 +384,12 @@ fn status_differs(old: &NodeStatus, new: &NodeStatus) -> bool {
 
 /// Registers the node and keeps its Lease and status fresh; runs until aborted. Errors are
 /// logged and retried.
-pub async fn run(client: kube::Client, cfg: NodeConfig, recorder: Recorder) {
+pub async fn run(
+    client: kube::Client,
+    cfg: NodeConfig,
+    runtime: Arc<dyn Runtime>,
+    recorder: Recorder,
+) {
     let machine = {
         let dir = cfg.state_dir.clone();
         tokio::task::spawn_blocking(move || Machine::read(&dir))
@@ -370,7 +402,8 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, recorder: Recorder) {
 
     let mut retry = Duration::from_millis(200);
     let mut uid = loop {
-        match register(&nodes, &cfg, &machine, &recorder).await {
+        let images = runtime.list_images().await;
+        match register(&nodes, &cfg, &machine, &images, &recorder).await {
             Ok(u) => break u,
             Err(e) => {
                 tracing::warn!(node = %cfg.name, error = %e, "cannot register the node; retrying");
@@ -387,7 +420,8 @@ pub async fn run(client: kube::Client, cfg: NodeConfig, recorder: Recorder) {
         if let Err(e) = renew_lease(&leases, &cfg.name, uid.as_deref()).await {
             tracing::warn!(node = %cfg.name, error = %e, "cannot renew the node lease");
         }
-        match sync_status(&nodes, &cfg, &machine, last_report, &recorder).await {
+        let images = runtime.list_images().await;
+        match sync_status(&nodes, &cfg, &machine, &images, last_report, &recorder).await {
             Ok(Sync::Written(u)) => {
                 uid = u.or(uid);
                 last_report = Some(Timestamp::now());
@@ -404,6 +438,7 @@ async fn register(
     nodes: &Api<Node>,
     cfg: &NodeConfig,
     m: &Machine,
+    images: &[NodeImage],
     recorder: &Recorder,
 ) -> Result<Option<String>, kube::Error> {
     let now = Timestamp::now();
@@ -417,7 +452,7 @@ async fn register(
             )])),
             ..ObjectMeta::default()
         },
-        status: Some(desired_status(cfg, m, now, None)),
+        status: Some(desired_status(cfg, m, images, now, None)),
         ..Node::default()
     };
     match nodes.create(&PostParams::default(), &node).await {
@@ -432,7 +467,7 @@ async fn register(
                 .await?;
             let existing = nodes.get_status(&cfg.name).await?;
             let was_ready = is_ready(existing.status.as_ref());
-            let status = desired_status(cfg, m, now, existing.status.as_ref());
+            let status = desired_status(cfg, m, images, now, existing.status.as_ref());
             let written = write_status(nodes, &cfg.name, &status).await?;
             if !was_ready {
                 announce_conditions(recorder, &cfg.name);
@@ -487,6 +522,7 @@ async fn sync_status(
     nodes: &Api<Node>,
     cfg: &NodeConfig,
     m: &Machine,
+    images: &[NodeImage],
     last_report: Option<Timestamp>,
     recorder: &Recorder,
 ) -> Result<Sync, kube::Error> {
@@ -495,11 +531,13 @@ async fn sync_status(
         Ok(n) => n,
         Err(kube::Error::Api(s)) if s.code == 404 => {
             tracing::info!(node = %cfg.name, "the node was deleted; registering it again");
-            return register(nodes, cfg, m, recorder).await.map(Sync::Written);
+            return register(nodes, cfg, m, images, recorder)
+                .await
+                .map(Sync::Written);
         }
         Err(e) => return Err(e),
     };
-    let desired = desired_status(cfg, m, now, existing.status.as_ref());
+    let desired = desired_status(cfg, m, images, now, existing.status.as_ref());
     let stale = last_report.is_none_or(|t| now.duration_since(t) >= STATUS_REPORT);
     let differs = existing
         .status
@@ -644,7 +682,7 @@ mod tests {
     #[test]
     fn status_has_kubelet_conditions_and_endpoint() {
         let now = Timestamp::from_second(1_750_000_000).unwrap();
-        let s = desired_status(&cfg(), &machine(), now, None);
+        let s = desired_status(&cfg(), &machine(), &[], now, None);
         let conds = s.conditions.clone().unwrap();
         let summary: Vec<_> = conds
             .iter()
@@ -684,6 +722,7 @@ mod tests {
         let later = desired_status(
             &cfg(),
             &machine(),
+            &[],
             now + SignedDuration::from_secs(30),
             Some(&s),
         );
@@ -696,6 +735,40 @@ mod tests {
         let mut unknown = s.clone();
         unknown.conditions.as_mut().unwrap()[3].status = "Unknown".into();
         assert!(status_differs(&unknown, &later));
+    }
+
+    #[test]
+    fn images_largest_first_capped() {
+        let img = |n: usize, size: u64| NodeImage {
+            names: (0..n).map(|k| format!("img{size}-{k}")).collect(),
+            size_bytes: size,
+        };
+        let mut list: Vec<NodeImage> = (1..=60).map(|s| img(1, s)).collect();
+        list.push(img(7, 1000));
+        list.push(img(0, 5000));
+        let out = node_images(&list);
+        assert_eq!(out.len(), MAX_IMAGES);
+        assert_eq!(out[0].size_bytes, Some(1000));
+        assert_eq!(
+            out[0].names.as_deref().unwrap(),
+            [
+                "img1000-0",
+                "img1000-1",
+                "img1000-2",
+                "img1000-3",
+                "img1000-4"
+            ]
+        );
+        assert_eq!(out[1].size_bytes, Some(60));
+        assert_eq!(out[49].size_bytes, Some(12));
+        assert!(out.windows(2).all(|w| w[0].size_bytes >= w[1].size_bytes));
+
+        // A changed image list makes the status differ.
+        let now = Timestamp::from_second(1_750_000_000).unwrap();
+        let a = desired_status(&cfg(), &machine(), &[], now, None);
+        let b = desired_status(&cfg(), &machine(), &list, now, Some(&a));
+        assert!(status_differs(&a, &b));
+        assert_eq!(b.images.as_ref().unwrap().len(), MAX_IMAGES);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub const ERR_IMAGE_PULL: &str = "ErrImagePull";
 pub const IMAGE_PULL_BACK_OFF: &str = "ImagePullBackOff";
 pub const ERR_IMAGE_NEVER_PULL: &str = "ErrImageNeverPull";
 pub const IMAGE_INSPECT_ERROR: &str = "ImageInspectError";
+pub const INVALID_IMAGE_NAME: &str = "InvalidImageName";
 pub const REGISTRY_UNAVAILABLE: &str = "RegistryUnavailable";
 pub const SIGNATURE_VALIDATION_FAILED: &str = "SignatureValidationFailed";
 pub const CREATE_CONTAINER_CONFIG_ERROR: &str = "CreateContainerConfigError";

@@ -1,5 +1,6 @@
 //! The agent's HTTPS server: what the API server proxies `pods/{name}/log` to
-//! (`GET /containerLogs/{namespace}/{pod}/{container}`, kubectl-wire §8).
+//! (`GET /containerLogs/{namespace}/{pod}/{container}`, kubectl-wire §8) and `pods/{name}/exec`
+//! to (`GET /exec/{namespace}/{pod}/{container}`, a WebSocket; see [`exec`]).
 //!
 //! The certificate is self-signed, made with rcgen at every start (the API server does not verify
 //! it, as Kubernetes does not without `--kubelet-certificate-authority`). Requests must carry
@@ -31,6 +32,8 @@ use serde_json::json;
 
 use crate::runtime::Runtime;
 use crate::worker::{PodTable, PodView};
+
+pub mod exec;
 
 /// How often a followed log file is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -94,6 +97,14 @@ pub async fn start(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(logs))
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            get(exec::exec).post(exec::exec),
+        )
+        .route(
+            "/attach/{namespace}/{pod}/{container}",
+            get(exec::attach).post(exec::attach),
+        )
         .fallback(|| async {
             status_response(
                 StatusCode::NOT_FOUND,

@@ -1,11 +1,12 @@
-//! Starting one container: the restart back-off check (`doBackOff`, §4.2), the image policy and
-//! pull back-off checks (`EnsureImageExists`, §5.2), then `CreateAndStart`.
+//! Starting one container: the restart back-off check (`doBackOff`, §4.2), the image reference,
+//! policy and pull back-off checks (`EnsureImageExists`, §5.2), then `CreateAndStart`.
 //!
 //! The kubelet does all of this inside one blocking call; here each step that needs the runtime
 //! becomes an action, and the container's [`Op`] remembers how far its start got, so the next
 //! decision continues instead of repeating the checks.
 
 use k8s_openapi::api::core::v1::Container;
+use skiff_core::image::Reference;
 use skiff_core::pod::default_image_pull_policy;
 
 use crate::events;
@@ -15,6 +16,7 @@ use crate::memory::{ContainerMemory, Op, PodMemory, WaitingReason, spec_hash};
 use crate::observed::{ContainerRef, ImagePresence, ObservedContainer};
 use crate::reasons::{
     CRASH_LOOP_BACK_OFF, ERR_IMAGE_NEVER_PULL, IMAGE_INSPECT_ERROR, IMAGE_PULL_BACK_OFF,
+    INVALID_IMAGE_NAME,
 };
 
 /// What became of an attempt to start a container.
@@ -144,7 +146,8 @@ fn fail_and_retry(
     out.wake(at);
 }
 
-/// `EnsureImageExists`: policy checks, the pull back-off, then `PullImage`.
+/// `EnsureImageExists`: the default tag (a reference that does not parse is
+/// `InvalidImageName`), policy checks, the pull back-off, then `PullImage`.
 fn ensure_image(
     cx: &Cx,
     memory: &mut PodMemory,
@@ -154,6 +157,19 @@ fn ensure_image(
     attempt: u32,
 ) -> Image {
     let image = c.image.as_deref().unwrap_or("");
+    if let Err(e) = Reference::parse(image) {
+        let message = format!("Failed to apply default image tag {}: {e}", go_quote(image));
+        out.events.push(events::inspect_failed(r, &message));
+        out.events.push(events::start_failed(r, INVALID_IMAGE_NAME));
+        fail_and_retry(
+            cx,
+            memory.container_mut(r),
+            out,
+            INVALID_IMAGE_NAME,
+            message,
+        );
+        return Image::Failed;
+    }
     let policy = c
         .image_pull_policy
         .as_deref()

@@ -33,7 +33,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::{Pod, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodStatus, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
@@ -123,6 +123,8 @@ pub struct PodView {
     pub status: PodStatus,
     /// Known instances per container name, oldest first.
     pub instances: HashMap<String, Vec<InstanceView>>,
+    /// The names of the pod's containers (init containers included), from its spec.
+    pub containers: Vec<String>,
 }
 
 /// The pods the workers run, by (namespace, name).
@@ -138,7 +140,8 @@ impl PodTable {
             .cloned()
     }
 
-    fn put(&self, view: PodView) {
+    /// Publishes a pod's view (its worker does, after every decision).
+    pub fn put(&self, view: PodView) {
         let key = (view.pod_ref.namespace.clone(), view.pod_ref.name.clone());
         let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
         pods.insert(key, view);
@@ -507,10 +510,21 @@ impl Worker {
                 (name.clone(), views)
             })
             .collect();
+        let containers = self
+            .pod
+            .spec
+            .as_ref()
+            .map(|spec| {
+                all_containers(spec)
+                    .filter_map(|r| r.spec(spec).map(|c| c.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         self.ctx.table.put(PodView {
             pod_ref: self.pod_ref.clone(),
             status,
             instances,
+            containers,
         });
     }
 
@@ -703,9 +717,10 @@ impl Worker {
             Action::PullImage { container, image } => {
                 self.tasks.spawn(async move {
                     let asked = tokio::time::Instant::now();
+                    let auth = pull_credentials(&ctx, &pod, &image).await;
                     let permit = ctx.pulls.acquire().await;
                     let began = tokio::time::Instant::now();
-                    let r = ctx.runtime.pull_image(&image, None).await;
+                    let r = ctx.runtime.pull_image(&image, auth).await;
                     drop(permit);
                     let done = tokio::time::Instant::now();
                     let outcome = match r {
@@ -1054,6 +1069,42 @@ pub async fn clean_orphan(ctx: &WorkerCtx, uid: &str) {
         tracing::debug!(error = %e, "cannot remove an orphaned sandbox");
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Reads the pod's `imagePullSecrets` and picks the credentials for `image`
+/// ([`crate::pull_secrets`]). Secrets that cannot be read are skipped, with a
+/// `FailedToRetrieveImagePullSecret` event naming them.
+async fn pull_credentials(ctx: &WorkerCtx, pod: &Pod, image: &str) -> Option<(String, String)> {
+    let names: Vec<String> = pod
+        .spec
+        .as_ref()?
+        .image_pull_secrets
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let mut secrets = Vec::new();
+    let mut missing = Vec::new();
+    for name in names {
+        match api.get(&name).await {
+            Ok(s) => secrets.push(s),
+            Err(e) => {
+                tracing::info!(pod = %pod.metadata.name.as_deref().unwrap_or(""), secret = %name, error = %e, "cannot read an image pull secret");
+                missing.push(name);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        ctx.recorder
+            .record_pod(pod, &crate::events::pull_secrets_missing(&missing));
+    }
+    crate::pull_secrets::credentials(&secrets, image)
 }
 
 /// The sandbox settings of a pod: its hostname and whether it uses the node's network.

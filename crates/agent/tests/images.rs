@@ -207,3 +207,38 @@ fn run_container_error_then_crash_loop() {
     );
     assert!(sim.event_messages("Created").len() >= 2);
 }
+
+#[test]
+fn invalid_image_name_is_retried_without_pulling() {
+    let p = pod(
+        "badname",
+        json!({"containers": [{"name": "app", "image": "Nginx:1.27", "imagePullPolicy": "IfNotPresent"}]}),
+    );
+    let mut sim = Sim::new(p, &[("app", Behavior::runs_forever().absent())]);
+    sim.run_until(25);
+    assert!(pulls(&sim).is_empty());
+    assert!(sim.start_times(ContainerRef::App(0)).is_empty());
+    let msg = "Failed to apply default image tag \"Nginx:1.27\": invalid reference format: repository name must be lowercase";
+    // Tried at 0, 10 and 20 s (the sync retry), each time with both events.
+    assert_eq!(sim.event_messages("InspectFailed"), vec![msg; 3]);
+    assert_eq!(
+        sim.event_messages("Failed"),
+        vec!["Error: InvalidImageName"; 3]
+    );
+    let warnings: Vec<_> = sim
+        .events()
+        .into_iter()
+        .take(2)
+        .map(|(_, t, r, _)| (t, r))
+        .collect();
+    assert_eq!(
+        warnings,
+        [("Warning", "InspectFailed"), ("Warning", "Failed")]
+    );
+    assert_eq!(
+        sim.status_timeline(),
+        ["ContainerCreating", "InvalidImageName"]
+    );
+    assert_eq!(sim.waiting_messages("app"), [msg]);
+    assert_eq!(sim.phase(), "Pending");
+}

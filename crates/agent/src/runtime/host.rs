@@ -26,6 +26,9 @@
 //!   leaves the group (`setsid`, daemons) escapes all of this. `exec` (probes and hooks) runs the
 //!   command as another host process with the container's env and working directory, in its own
 //!   group; what it leaves running is killed when the container exits or on a timeout.
+//!   `exec_stream` (`kubectl exec`) does the same with pipes for the streams asked for, or a
+//!   pseudo-terminal for `tty` (see `stream`); its group is killed when the session ends
+//!   before the command does.
 //!   Killed leftovers are no longer the agent's children: the node's init reaps them (where
 //!   pid 1 does not reap, as in some CI containers, they stay zombies).
 //! * **Logs.** stdout and stderr go through FIFOs under `<state>/containers/<id>/` into the CRI
@@ -70,6 +73,7 @@ use super::{
 use crate::observed::{Exit, ExitReason, ImagePresence, Instance, InstanceState, StartError};
 use crate::probe_io::go_error_text;
 
+mod stream;
 mod sys;
 
 use sys::Liveness;
@@ -951,12 +955,40 @@ impl Runtime for HostRuntime {
     async fn exec_stream(
         &self,
         _pod: &PodRef,
-        _id: &str,
-        _argv: &[String],
-        _streams: ExecStreams,
+        id: &str,
+        argv: &[String],
+        streams: ExecStreams,
     ) -> Result<ExecProcess, String> {
-        // Interactive exec arrives with the agent's streaming server.
-        Err("interactive exec is not supported by the host runtime yet".into())
+        self.ensure_background();
+        let entry = self.lookup(id)?;
+        if entry.exited().is_some() {
+            return Err(
+                "failed to exec in container: container is in CONTAINER_EXITED state".into(),
+            );
+        }
+        if entry.lost.load(Ordering::SeqCst) {
+            return Err(
+                "failed to exec in container: container is in CONTAINER_UNKNOWN state".into(),
+            );
+        }
+        let record = entry.record();
+        let working_dir = if record.working_dir.is_dir() {
+            record.working_dir.as_path()
+        } else {
+            Path::new("/")
+        };
+        let started = stream::spawn(argv, &record.env, working_dir, streams)?;
+        let mut groups = lock(&entry.exec_groups);
+        // Forget groups that have no processes left, then remember this one, so what the
+        // command leaves running dies with the container.
+        groups.retain(|g| sys::group_exists(*g));
+        groups.push(started.pgid);
+        drop(groups);
+        if entry.exited().is_some() {
+            // The container exited meanwhile: its exec processes go with it.
+            entry.kill_exec_groups();
+        }
+        Ok(started.process)
     }
 
     async fn exec(
