@@ -29,7 +29,10 @@ type PullFuture = Shared<BoxFuture<'static, Result<ImageInfo, PullError>>>;
 
 pub(crate) struct Inner {
     pub(crate) root: PathBuf,
-    index: Mutex<Index>,
+    /// The index as last read, with the file's identity then: another process (`skiff image
+    /// import` beside a running agent) may change the file, so every access re-reads it when it
+    /// changed, under an exclusive `flock` on `index.lock`.
+    index: Mutex<CachedIndex>,
     /// Pulls in progress, by normalised reference: later callers await the same one.
     pub(crate) inflight: Mutex<HashMap<String, PullFuture>>,
     /// Blobs (`b:<hex>`) and layers (`l:<hex>`) a pull or import is working with: never
@@ -37,6 +40,80 @@ pub(crate) struct Inner {
     pins: Mutex<HashMap<String, usize>>,
     tmp_counter: AtomicU64,
     overlay: AtomicBool,
+}
+
+/// The index file's identity: inode, size and modification time.
+type Stamp = (u64, u64, i64, i64);
+
+#[derive(Default)]
+struct CachedIndex {
+    index: Index,
+    stamp: Option<Stamp>,
+}
+
+/// The index, locked in this process (mutex) and against other processes (`flock`).
+pub(crate) struct IndexGuard<'a> {
+    cached: MutexGuard<'a, CachedIndex>,
+    _lock: Option<File>,
+}
+
+impl std::ops::Deref for IndexGuard<'_> {
+    type Target = Index;
+    fn deref(&self) -> &Index {
+        &self.cached.index
+    }
+}
+
+impl std::ops::DerefMut for IndexGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Index {
+        &mut self.cached.index
+    }
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(path).ok()?;
+    Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
+/// An exclusive `flock` on `path` (created if needed), released when the file is dropped.
+fn flock(path: &Path) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ok()?;
+    loop {
+        // SAFETY: a valid open descriptor; flock has no memory effects.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            return Some(f);
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
+}
+
+fn read_index(path: &Path) -> io::Result<Index> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Index::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether a process with this pid is alive (a temporary file's owner).
+fn alive(pid: &str) -> bool {
+    pid.parse::<u32>()
+        .is_ok_and(|p| Path::new("/proc").join(p.to_string()).exists())
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -211,23 +288,26 @@ impl ImageStore {
         fs::create_dir_all(root.join("blobs/sha256"))?;
         fs::create_dir_all(root.join("layers"))?;
         let tmp = root.join("tmp");
-        // Leftovers of interrupted downloads and unpacks.
+        // Leftovers of interrupted downloads and unpacks: temporary names start with the pid
+        // of the process that made them, which may be another one still at work.
         if tmp.exists() {
             for e in fs::read_dir(&tmp)? {
-                let p = e?.path();
-                let _ = unpack::remove_any(&p);
+                let e = e?;
+                let name = e.file_name();
+                let pid = name
+                    .to_str()
+                    .and_then(|n| n.split('-').next())
+                    .unwrap_or("");
+                if !alive(pid) {
+                    let _ = unpack::remove_any(&e.path());
+                }
             }
         }
         fs::create_dir_all(&tmp)?;
-        let index = match fs::read(root.join(INDEX_FILE)) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("{}: {e}", root.join(INDEX_FILE).display()),
-                )
-            })?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Index::default(),
-            Err(e) => return Err(e),
+        let index_path = root.join(INDEX_FILE);
+        let index = CachedIndex {
+            stamp: stamp(&index_path),
+            index: read_index(&index_path)?,
         };
         Ok(ImageStore {
             inner: Arc::new(Inner {
@@ -326,8 +406,26 @@ impl ImageStore {
 
     // ---- internals shared by pull, import and rootfs ----
 
-    pub(crate) fn index(&self) -> MutexGuard<'_, Index> {
-        lock(&self.inner.index)
+    pub(crate) fn index(&self) -> IndexGuard<'_> {
+        let mut cached = lock(&self.inner.index);
+        let lock_file = flock(&self.root().join("index.lock"));
+        let path = self.root().join(INDEX_FILE);
+        let now = stamp(&path);
+        if now != cached.stamp {
+            match read_index(&path) {
+                Ok(index) => {
+                    cached.index = index;
+                    cached.stamp = now;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot re-read the image index; using the last one read")
+                }
+            }
+        }
+        IndexGuard {
+            cached,
+            _lock: lock_file,
+        }
     }
 
     pub(crate) fn root(&self) -> &Path {
