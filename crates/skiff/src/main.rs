@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod image;
 mod kubeconfig;
 mod runtime;
 mod up;
@@ -38,6 +39,8 @@ enum Command {
     Scheduler(up::SchedulerArgs),
     /// Run a node agent that joins a server.
     Agent(up::AgentArgs),
+    /// Manage a node's images: import, ls, pull, rm.
+    Image(image::ImageArgs),
     /// Run a benchmark against an in-process server.
     Bench {
         #[command(subcommand)]
@@ -46,6 +49,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A runc shim is this binary started by the runc runtime: no CLI, no async runtime.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(runtime::SHIM_SUBCOMMAND) {
+        let code = skiff_agent::runtime::runc::shim_main(&argv[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
@@ -70,6 +79,7 @@ fn main() -> ExitCode {
             Command::Server(args) => up::run(args, true).await,
             Command::Scheduler(args) => up::run_scheduler(args).await,
             Command::Agent(args) => up::run_agent(args).await,
+            Command::Image(args) => image::run(args).await,
             Command::Bench { which } => bench::run(which).await,
         }
     });

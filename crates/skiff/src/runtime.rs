@@ -8,6 +8,8 @@ use std::sync::Arc;
 use clap::{Args, ValueEnum};
 use skiff_agent::runtime::Runtime;
 use skiff_agent::runtime::host::HostRuntime;
+use skiff_agent::runtime::runc::{RuncConfig, RuncRuntime};
+use skiff_images::ImageStore;
 
 /// The first argument that makes the binary a runc shim (see `skiff_agent::runtime::runc`).
 pub const SHIM_SUBCOMMAND: &str = "runc-shim";
@@ -41,6 +43,13 @@ pub struct RuntimeArgs {
     pub cni_bin_dir: PathBuf,
 }
 
+/// The node's image store, shared by the runc runtime and `skiff image`.
+pub fn image_store(agent_state_dir: &Path) -> Result<ImageStore, String> {
+    let dir = agent_state_dir.join("images");
+    ImageStore::open(&dir)
+        .map_err(|e| format!("cannot open the image store {}: {e}", dir.display()))
+}
+
 /// Builds the runtime `args` ask for; the string says which one and why.
 pub fn build(
     args: &RuntimeArgs,
@@ -58,7 +67,28 @@ pub fn build(
         k => k,
     };
     match kind {
-        Kind::Runc => Err("TEMPORARY: the runc runtime is being wired".into()),
+        Kind::Runc => {
+            let shim = std::env::current_exe()
+                .map_err(|e| format!("cannot find the skiff binary for the runc shim: {e}"))?;
+            let cfg = RuncConfig {
+                state_dir: state_dir.join("runc"),
+                images: image_store(state_dir)?,
+                runc_binary: find_in_path("runc").unwrap_or_else(|| PathBuf::from("runc")),
+                cni_bin_dir: args.cni_bin_dir.clone(),
+                pod_cidr: args.pod_cidr.clone(),
+                bridge: args.cni_bridge.clone(),
+                cgroup_parent: "skiff".into(),
+                node_ip: node_ip.to_string(),
+                insecure_registries: args.insecure_registries.clone(),
+                shim: vec![
+                    shim.to_string_lossy().into_owned(),
+                    SHIM_SUBCOMMAND.to_string(),
+                ],
+            };
+            let rt =
+                RuncRuntime::new(cfg).map_err(|e| format!("cannot start the runc runtime: {e}"))?;
+            Ok((Arc::new(rt), "runc".into()))
+        }
         _ => Ok((host(state_dir, node_ip)?, "host".into())),
     }
 }

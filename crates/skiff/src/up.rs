@@ -330,7 +330,8 @@ current-context: skiff
         token: args.token.clone(),
     };
     let name = cfg.node_name.clone();
-    let (runtime, why) = crate::runtime::build(&args.runtime, &cfg.state_dir, &node_ip.to_string())?;
+    let (runtime, why) =
+        crate::runtime::build(&args.runtime, &cfg.state_dir, &node_ip.to_string())?;
     let handle = Agent::start_with_runtime(client, cfg, runtime).await?;
     println!(
         "skiff agent is running: node {name}, runtime: {why}, logs on https://{}, server {}",

@@ -15,8 +15,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::cluster::Cluster;
-use common::registry::Registry;
 use common::eventually;
+use common::registry::Registry;
 
 /// Why this machine cannot run the tests, or None.
 fn missing_parts() -> Option<String> {
@@ -113,10 +113,7 @@ fn runc_cluster() -> Runc {
         "--cni-bridge",
         &net.bridge,
     ]);
-    Runc {
-        cluster,
-        _net: net,
-    }
+    Runc { cluster, _net: net }
 }
 
 impl Runc {
@@ -206,12 +203,15 @@ spec:
     let d = c.wait_describe("web", "Successfully pulled image", 10);
     assert!(d.contains(&format!("Pulling image \"{image}\"")), "{d}");
     assert!(
-        d.contains(&format!("Successfully pulled image \"{image}\" in ")) && d.contains("Image size: "),
+        d.contains(&format!("Successfully pulled image \"{image}\" in "))
+            && d.contains("Image size: "),
         "{d}"
     );
     // The app container found the image already pulled by the init container.
     assert!(
-        d.contains(&format!("Container image \"{image}\" already present on machine")),
+        d.contains(&format!(
+            "Container image \"{image}\" already present on machine"
+        )),
         "{d}"
     );
     let image_id = c.field("web", "{.status.containerStatuses[0].imageID}");
@@ -219,7 +219,10 @@ spec:
         image_id.starts_with(&format!("{}/busybox@sha256:", reg.host())),
         "imageID {image_id}"
     );
-    assert_eq!(c.field("web", "{.status.containerStatuses[0].image}"), image);
+    assert_eq!(
+        c.field("web", "{.status.containerStatuses[0].image}"),
+        image
+    );
 
     // A second pod on the node: no pull at all.
     c.apply_ok(&format!(
@@ -266,7 +269,10 @@ spec:
     ));
     c.wait_status("duo", "Running", Some("2/2"), 90);
     let logs = c.wait_logs("duo", "client", "host=duo", 30);
-    assert!(logs.starts_with("duo"), "client fetched /etc/hostname: {logs}");
+    assert!(
+        logs.starts_with("duo"),
+        "client fetched /etc/hostname: {logs}"
+    );
 }
 
 #[test]
@@ -372,10 +378,7 @@ spec:
         "{status}"
     );
     let d = c.wait_describe("norepo", "Error: ErrImagePull", 60);
-    assert!(
-        d.contains(&format!("{missing_repo}: not found")),
-        "{d}"
-    );
+    assert!(d.contains(&format!("{missing_repo}: not found")), "{d}");
 
     // Pushed later: the next retry pulls it and the pod runs, with no help.
     reg.push("busybox", "later");
@@ -482,7 +485,14 @@ spec:
     ));
     c.wait_status("box", "Running", Some("0/1"), 90);
     let out = c
-        .kubectl(&["exec", "box", "--", "sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '"])
+        .kubectl(&[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "hostname; cat /proc/1/cmdline | tr '\\0' ' '",
+        ])
         .ok();
     assert_eq!(out.stdout, "box\nsleep 3600 ");
     let out = c.kubectl(&["exec", "box", "--", "sh", "-c", "exit 3"]);
@@ -492,7 +502,8 @@ spec:
         .ok();
     assert_eq!(out.stdout, "piped\n");
     // The probe looks inside the container's filesystem, not the node's.
-    c.kubectl(&["exec", "box", "--", "touch", "/tmp/ready"]).ok();
+    c.kubectl(&["exec", "box", "--", "touch", "/tmp/ready"])
+        .ok();
     c.wait_status("box", "Running", Some("1/1"), 30);
 }
 
@@ -502,28 +513,35 @@ fn skiff_image_import_loads_an_image_without_a_registry() {
     // The registry helper only builds the OCI layout here; nothing is pushed or pulled.
     let reg = Registry::start(None);
     let layout = reg.layout();
-    drop(reg);
+    // Name the image as `ctr`/`kind load` archives do.
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    index["manifests"][0]["annotations"]["io.containerd.image.name"] =
+        "skiff.test/busybox:imported".into();
+    std::fs::write(&index_path, index.to_string()).unwrap();
     let c = runc_cluster();
     let out = c.skiff(&["image", "import", layout.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("imported skiff.test/busybox:imported"),
+        "{out:?}"
+    );
     let listed = c.skiff(&["image", "ls"]);
     assert_eq!(listed.code, 0, "{listed:?}");
-    let name = listed
-        .stdout
-        .lines()
-        .nth(1)
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_default()
-        .to_string();
-    assert!(!name.is_empty(), "{listed:?}");
-    c.apply_ok(&format!(
+    assert!(listed.stdout.starts_with("IMAGE"), "{listed:?}");
+    assert!(
+        listed.stdout.contains("skiff.test/busybox:imported"),
+        "{listed:?}"
+    );
+    c.apply_ok(
         r#"
 apiVersion: v1
 kind: Pod
-metadata: {{name: imported}}
+metadata: {name: imported}
 spec:
-  containers: [{{name: c, image: "{name}", imagePullPolicy: Never, command: ["sleep", "3600"]}}]
-"#
-    ));
+  containers: [{name: c, image: "skiff.test/busybox:imported", imagePullPolicy: Never, command: ["sleep", "3600"]}]
+"#,
+    );
     c.wait_status("imported", "Running", None, 60);
 }

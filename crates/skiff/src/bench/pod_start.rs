@@ -137,7 +137,10 @@ async fn measure(client: &kube::Client, b: &PodStart) -> Result<(), String> {
                 if let Some(t) = running.lock().await.get(&name) {
                     return Ok(*t);
                 }
-                if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                if tokio::time::timeout_at(deadline.into(), notified)
+                    .await
+                    .is_err()
+                {
                     return Err(format!("pod {name} was not Running after {limit:?}"));
                 }
             }

@@ -26,7 +26,13 @@ impl Cluster {
     }
 
     /// Waits until the pod's STATUS is `status` (and READY is `ready`, when given).
-    pub fn wait_status(&self, pod: &str, status: &str, ready: Option<&str>, secs: u64) -> Vec<String> {
+    pub fn wait_status(
+        &self,
+        pod: &str,
+        status: &str,
+        ready: Option<&str>,
+        secs: u64,
+    ) -> Vec<String> {
         let mut last = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
@@ -104,4 +110,3 @@ impl Drop for Cluster {
         ]);
     }
 }
-
