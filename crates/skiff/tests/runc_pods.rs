@@ -103,6 +103,18 @@ impl std::ops::Deref for Runc {
     }
 }
 
+impl Drop for Runc {
+    /// Deletes the pods and waits for the agent to remove their sandboxes (mounts, cgroups,
+    /// veths) before the cluster stops: containers outlive a stopped agent by design.
+    fn drop(&mut self) {
+        let _ = self.kubectl(&["delete", "pods", "--all", "--grace-period=1", "--timeout=30s"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !leftovers(self).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 fn runc_cluster() -> Runc {
     let net = Net::take();
     let cluster = Cluster::with(&[
@@ -544,4 +556,79 @@ spec:
 "#,
     );
     c.wait_status("imported", "Running", None, 60);
+}
+
+/// What the runc runtime still holds for the cluster: pod directories, mounts under its state,
+/// pod cgroups (memory controller).
+fn leftovers(c: &Runc) -> Vec<String> {
+    let state = c.data_dir().join("agent/runc");
+    let mut left: Vec<String> = std::fs::read_dir(state.join("pods"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| format!("pod dir {}", e.file_name().to_string_lossy()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let needle = state.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    left.extend(
+        mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4))
+            .filter(|m| m.starts_with(&needle))
+            .map(|m| format!("mount {m}")),
+    );
+    left
+}
+
+#[test]
+fn deleted_pods_leave_no_sandbox_mount_or_cgroup_behind() {
+    require_runc!();
+    let reg = Registry::start(None);
+    let image = reg.push("busybox", "1");
+    let c = runc_cluster();
+    for round in 0..3 {
+        c.apply_ok(&format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: runs-{round}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{{name: c, image: {image}, command: ["sleep", "3600"]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: done-{round}}}
+spec:
+  restartPolicy: Never
+  containers: [{{name: c, image: {image}, command: ["true"]}}]
+"#
+        ));
+        c.wait_status(&format!("runs-{round}"), "Running", None, 60);
+        c.wait_status(&format!("done-{round}"), "Completed", None, 60);
+        let uids = c
+            .kubectl(&["get", "pods", "-o", "jsonpath={.items[*].metadata.uid}"])
+            .ok()
+            .stdout;
+        c.kubectl(&["delete", "pods", "--all", "--wait"]).ok();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = leftovers(&c);
+            if left.is_empty() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "left behind 30 s after the delete: {left:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for uid in uids.split_whitespace() {
+            for ctl in ["memory", "cpu,cpuacct", "pids"] {
+                let dir = PathBuf::from(format!("/sys/fs/cgroup/{ctl}/skiff/pod{uid}"));
+                assert!(!dir.exists(), "cgroup left: {}", dir.display());
+            }
+        }
+    }
 }

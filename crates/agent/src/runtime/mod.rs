@@ -15,6 +15,7 @@ use crate::observed::{Exit, ImagePresence, Instance, StartError};
 
 pub mod cri_log;
 pub mod host;
+pub mod runc;
 
 /// Identifies a pod to the runtime.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
