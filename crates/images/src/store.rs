@@ -394,6 +394,28 @@ impl ImageStore {
         Ok(freed)
     }
 
+    /// Image garbage collection as the kubelet schedules it: when the file system holding the
+    /// store is more than `high_percent` full, unused images (least recently used first; never
+    /// one under a prepared rootfs) are removed until it is at most `low_percent` full, or
+    /// nothing more can go. Returns the bytes freed.
+    pub fn gc_by_disk(&self, high_percent: u64, low_percent: u64) -> Result<u64, String> {
+        let (capacity, used) = fs_usage(self.root())?;
+        let Some(excess) = bytes_to_free(capacity, used, high_percent, low_percent) else {
+            // Unreferenced blobs and layers go in any case.
+            let idx = self.index();
+            return self.sweep(&idx);
+        };
+        let usage = self.disk_usage()?;
+        tracing::info!(
+            capacity,
+            used,
+            images = usage,
+            to_free = excess,
+            "image file system above {high_percent}%: collecting unused images"
+        );
+        self.gc(0, usage.saturating_sub(excess), &[])
+    }
+
     /// Whether [`ImageStore::prepare_rootfs`] may use overlayfs (the default); when off, every
     /// new rootfs is a copy. Root filesystems already prepared are not changed.
     pub fn set_overlay(&self, enabled: bool) {
@@ -806,5 +828,44 @@ mod tests {
         assert!(s.status("x:1").unwrap().is_some());
         assert!(s.gc(0, 0, &[]).unwrap() > 0);
         assert!(s.list().is_empty());
+    }
+}
+
+/// Capacity and used bytes of the file system holding `path`.
+fn fs_usage(path: &Path) -> Result<(u64, u64), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: statvfs writes only into the zeroed struct we pass; `c` is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io_err("statvfs", path, io::Error::last_os_error()));
+    }
+    let frsize = st.f_frsize as u64;
+    let capacity = st.f_blocks as u64 * frsize;
+    let free = st.f_bfree as u64 * frsize;
+    Ok((capacity, capacity.saturating_sub(free)))
+}
+
+/// The kubelet's image GC thresholds: above `high` percent used, free enough to get down to
+/// `low` percent. None when below `high`.
+fn bytes_to_free(capacity: u64, used: u64, high_percent: u64, low_percent: u64) -> Option<u64> {
+    if capacity == 0 || (used as u128) * 100 <= (capacity as u128) * high_percent as u128 {
+        return None;
+    }
+    let target = (capacity as u128 * low_percent as u128 / 100) as u64;
+    Some(used.saturating_sub(target))
+}
+
+#[cfg(test)]
+mod disk_gc_tests {
+    use super::bytes_to_free;
+
+    #[test]
+    fn thresholds_as_the_kubelet_applies_them() {
+        assert_eq!(bytes_to_free(1000, 850, 85, 80), None);
+        assert_eq!(bytes_to_free(1000, 851, 85, 80), Some(51));
+        assert_eq!(bytes_to_free(1000, 990, 85, 80), Some(190));
+        assert_eq!(bytes_to_free(0, 0, 85, 80), None);
+        assert_eq!(bytes_to_free(1000, 900, 100, 80), None);
     }
 }

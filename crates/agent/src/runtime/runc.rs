@@ -442,6 +442,23 @@ fn pod_hostname(name: &str) -> String {
 
 /// The name an image is reported as: the spec's reference, normalised as the kubelet and
 /// containerd do (`busybox` → `docker.io/library/busybox:latest`).
+/// The kubelet's image garbage collection: every 5 minutes, unused images go when the image file
+/// system is more than 85% full, down to 80% (imageGCHighThresholdPercent/LowThresholdPercent).
+async fn collect_images(images: ImageStore) {
+    let mut tick = tokio::time::interval(Duration::from_secs(300));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = images.clone();
+        match tokio::task::spawn_blocking(move || store.gc_by_disk(85, 80)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(freed)) => tracing::info!(freed, "image garbage collection freed space"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "image garbage collection failed"),
+            Err(e) => tracing::warn!(error = %e, "image garbage collection panicked"),
+        }
+    }
+}
+
 fn reported_image_name(requested: &str) -> String {
     skiff_core::image::Reference::parse(requested)
         .map(|r| r.with_default_tag().to_string())
@@ -588,6 +605,7 @@ impl RuncRuntime {
         if any {
             tokio::spawn(poll_adopted(self.inner.clone()));
         }
+        tokio::spawn(collect_images(self.inner.images.clone()));
     }
 
     fn lookup(&self, id: &str) -> Result<Arc<Entry>, String> {
