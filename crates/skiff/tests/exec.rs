@@ -9,70 +9,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Out, Skiff};
-
-/// `skiff up` with its agent; deletes every pod when dropped, so no container outlives the test.
-struct Cluster(Skiff);
-
-impl Cluster {
-    fn start() -> Cluster {
-        Cluster(Skiff::with_agent(&[]))
-    }
-
-    /// Waits until `kubectl get pod` shows `status` in the STATUS column.
-    fn wait_status(&self, pod: &str, status: &str, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let out = self.kubectl(&["get", "pod", pod, "--no-headers"]);
-            if out.stdout.split_whitespace().nth(2) == Some(status) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pod {pod} never reached {status}: {}\n{}",
-                out.stdout,
-                self.kubectl(&["describe", "pod", pod]).stdout
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// `kubectl exec -it …` under `script`, which gives kubectl a terminal.
-    fn exec_tty(&self, args: &str) -> Out {
-        let cmd = format!("kubectl exec -it {args}");
-        let out = Command::new("script")
-            .args(["-qec", &cmd, "/dev/null"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("HOME", self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("script (util-linux) must be on PATH");
-        Out {
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            code: out.status.code().unwrap_or(-1),
-        }
-    }
-}
-
-impl std::ops::Deref for Cluster {
-    type Target = Skiff;
-    fn deref(&self) -> &Skiff {
-        &self.0
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "--grace-period=1",
-            "--timeout=30s",
-        ]);
-    }
-}
+use common::cluster::Cluster;
 
 #[test]
 fn exec_streams_exit_codes_stdin_and_a_terminal() {
@@ -92,7 +29,7 @@ spec:
 "#,
     )
     .ok();
-    s.wait_status("shell", "Running", 60);
+    s.wait_status("shell", "Running", None, 60);
 
     // stdout and stderr, each to its own stream; the container's env.
     let out = s
@@ -196,7 +133,7 @@ spec:
 "#,
     )
     .ok();
-    s.wait_status("two", "Running", 60);
+    s.wait_status("two", "Running", None, 60);
     let who = |args: &[&str]| {
         let mut a = vec!["exec", "two"];
         a.extend_from_slice(args);
@@ -208,7 +145,7 @@ spec:
     // Without -c: the first container (kubectl says which it picked).
     assert_eq!(who(&[]), "first\n");
 
-    s.wait_status("finished", "Completed", 60);
+    s.wait_status("finished", "Completed", None, 60);
     let out = s.kubectl(&["exec", "finished", "--", "true"]);
     assert_ne!(out.code, 0);
     assert!(

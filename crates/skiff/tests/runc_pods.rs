@@ -107,7 +107,13 @@ impl Drop for Runc {
     /// Deletes the pods and waits for the agent to remove their sandboxes (mounts, cgroups,
     /// veths) before the cluster stops: containers outlive a stopped agent by design.
     fn drop(&mut self) {
-        let _ = self.kubectl(&["delete", "pods", "--all", "--grace-period=1", "--timeout=30s"]);
+        let _ = self.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--timeout=30s",
+        ]);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !leftovers(self).is_empty() && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
@@ -513,6 +519,11 @@ spec:
         .kubectl_stdin(&["exec", "-i", "box", "--", "cat"], Some("piped\n"))
         .ok();
     assert_eq!(out.stdout, "piped\n");
+    // A terminal inside the container (runc allocates it in the container's devpts).
+    let out = c.exec_tty("box -- sh -c 'tty; echo inside $(hostname)'");
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("/dev/pts/"), "{out:?}");
+    assert!(out.stdout.contains("inside box"), "{out:?}");
     // The probe looks inside the container's filesystem, not the node's.
     c.kubectl(&["exec", "box", "--", "touch", "/tmp/ready"])
         .ok();

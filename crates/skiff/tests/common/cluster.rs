@@ -2,9 +2,10 @@
 //! through the real kubectl (its row, a field, `describe`). Dropping it deletes every pod, so no
 //! container outlives the test.
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{Skiff, squash, table};
+use super::{Out, Skiff, squash, table};
 
 /// `skiff up` with its agent; deletes every pod when dropped, so no container outlives the test.
 pub struct Cluster(pub Skiff);
@@ -17,6 +18,23 @@ impl Cluster {
     /// A cluster whose `skiff up` gets `extra` arguments (e.g. `--runtime runc`).
     pub fn with(extra: &[&str]) -> Cluster {
         Cluster(Skiff::with_agent(extra))
+    }
+
+    /// `kubectl exec -it ARGS` under util-linux `script`, which gives kubectl a terminal.
+    pub fn exec_tty(&self, args: &str) -> Out {
+        let cmd = format!("kubectl exec -it {args}");
+        let out = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (util-linux) must be on PATH");
+        Out {
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            code: out.status.code().unwrap_or(-1),
+        }
     }
 
     /// The pod's row in `kubectl get pods`: name, ready, status, restarts….
