@@ -7,6 +7,7 @@
 //! runtime.exits() ──▶ exit router ──────────────────▶ the pod's worker
 //! node task: register, Lease every 10 s, status when changed / every 60 s
 //! server: /containerLogs and /exec from what the workers publish
+//! proxy: Services and EndpointSlices ──▶ node-port (and cluster-IP) listeners ──▶ pods
 //! ```
 //!
 //! Shutting the agent down ([`AgentHandle::shutdown`]) stops its tasks but leaves containers
@@ -26,6 +27,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::node::{self, NodeConfig};
+use crate::proxy::{self, ProxyConfig, ProxyHandle};
 use crate::recorder::Recorder;
 use crate::runtime::Runtime;
 use crate::server::{self, AgentServer, ServerConfig};
@@ -52,11 +54,17 @@ pub struct AgentHandle {
     pub server_addr: SocketAddr,
     pub runtime_name: &'static str,
     server: AgentServer,
+    proxy: Option<ProxyHandle>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     recorder_task: tokio::task::JoinHandle<()>,
 }
 
 impl AgentHandle {
+    /// The service proxy, when it runs (its metrics, its listeners).
+    pub fn proxy(&self) -> Option<&ProxyHandle> {
+        self.proxy.as_ref()
+    }
+
     /// Stops the agent's tasks (pod workers, watch, heartbeats, server). Containers keep
     /// running, to be re-adopted by the next start.
     pub async fn shutdown(self) {
@@ -67,6 +75,9 @@ impl AgentHandle {
             let _ = t.await;
         }
         self.server.shutdown().await;
+        if let Some(p) = self.proxy {
+            p.shutdown().await;
+        }
         self.recorder_task.abort();
         let _ = self.recorder_task.await;
         tracing::info!("agent stopped");
@@ -83,12 +94,24 @@ impl Agent {
         Agent::start_with_runtime(client, cfg, runtime).await
     }
 
-    /// Starts the agent with any runtime. Returns once the log server listens; the node
-    /// registers in the background.
+    /// Starts the agent with any runtime and the service proxy with its default config
+    /// (node ports on the node IP and 127.0.0.1, no cluster IPs). Returns once the log server
+    /// listens; the node registers in the background.
     pub async fn start_with_runtime(
         client: kube::Client,
         cfg: AgentConfig,
         runtime: Arc<dyn Runtime>,
+    ) -> Result<AgentHandle, String> {
+        Agent::start_with_proxy(client, cfg, runtime, Some(ProxyConfig::default())).await
+    }
+
+    /// [`Agent::start_with_runtime`] with this service proxy config; `None` runs no proxy. An
+    /// empty `nodeport_addresses` means the node IP and 127.0.0.1.
+    pub async fn start_with_proxy(
+        client: kube::Client,
+        cfg: AgentConfig,
+        runtime: Arc<dyn Runtime>,
+        proxy: Option<ProxyConfig>,
     ) -> Result<AgentHandle, String> {
         let pods_dir = cfg.state_dir.join("pods");
         std::fs::create_dir_all(&pods_dir)
@@ -118,6 +141,17 @@ impl Agent {
                 cfg.node_ip, cfg.server_port
             )
         })?;
+        let proxy = match proxy {
+            Some(p) => match proxy::start(client.clone(), p.for_node(cfg.node_ip)).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    server.shutdown().await;
+                    recorder_task.abort();
+                    return Err(format!("cannot start the service proxy: {e}"));
+                }
+            },
+            None => None,
+        };
         let node_cfg = NodeConfig {
             name: cfg.node_name.clone(),
             ip: cfg.node_ip.to_string(),
@@ -143,6 +177,7 @@ impl Agent {
             server_addr: server.addr,
             runtime_name: runtime.name(),
             server,
+            proxy,
             tasks,
             recorder_task,
         })

@@ -56,6 +56,7 @@ pub use rules::RestartPolicy;
 pub mod agent;
 pub mod node;
 pub mod probe_io;
+pub mod proxy;
 pub mod recorder;
 pub mod server;
 pub mod worker;

@@ -1,0 +1,120 @@
+//! The dummy interface carrying the cluster IPs (`cluster_ip: true`), driven with iproute2's
+//! `ip`: the interface is created (`type dummy`) and brought up once, and each cluster IP is
+//! added as a host address (/32, or /128 `nodad`) so the proxy can bind to it.
+
+use std::net::IpAddr;
+
+use tokio::process::Command;
+
+/// Runs `ip <args>`; the error carries its stderr.
+async fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Creates the dummy interface if missing and brings it up.
+pub(crate) async fn ensure_interface(name: &str) -> Result<(), String> {
+    if ip(&["link", "show", "dev", name]).await.is_err() {
+        ip(&["link", "add", name, "type", "dummy"]).await?;
+    }
+    ip(&["link", "set", "dev", name, "up"]).await?;
+    Ok(())
+}
+
+fn host_prefix(addr: IpAddr) -> String {
+    match addr {
+        IpAddr::V4(_) => format!("{addr}/32"),
+        IpAddr::V6(_) => format!("{addr}/128"),
+    }
+}
+
+/// Adds `addr` to the interface (no error if it is there already).
+pub(crate) async fn add_address(name: &str, addr: IpAddr) -> Result<(), String> {
+    let prefix = host_prefix(addr);
+    let mut args = vec!["addr", "replace", prefix.as_str(), "dev", name];
+    if addr.is_ipv6() {
+        // No duplicate address detection: the address must be bindable at once.
+        args.push("nodad");
+    }
+    ip(&args).await.map(|_| ())
+}
+
+/// Removes `addr` from the interface.
+pub(crate) async fn del_address(name: &str, addr: IpAddr) -> Result<(), String> {
+    let prefix = host_prefix(addr);
+    ip(&["addr", "del", prefix.as_str(), "dev", name])
+        .await
+        .map(|_| ())
+}
+
+/// The host addresses (/32, /128) the interface carries, loopback and link-local ones aside:
+/// those the proxy may have put there.
+pub(crate) async fn addresses(name: &str) -> Result<Vec<IpAddr>, String> {
+    let text = ip(&["-j", "addr", "show", "dev", name]).await?;
+    Ok(parse_addresses(&text))
+}
+
+/// The host addresses of `ip -j addr show` output, loopback and link-local ones aside.
+fn parse_addresses(json: &str) -> Vec<IpAddr> {
+    let Ok(serde_json::Value::Array(links)) = serde_json::from_str(json) else {
+        return Vec::new();
+    };
+    links
+        .iter()
+        .filter_map(|l| l.get("addr_info").and_then(|a| a.as_array()))
+        .flatten()
+        .filter_map(|a| {
+            let ip: IpAddr = a.get("local")?.as_str()?.parse().ok()?;
+            let prefix = a.get("prefixlen")?.as_u64()?;
+            let host = match ip {
+                IpAddr::V4(_) => prefix == 32,
+                IpAddr::V6(_) => prefix == 128,
+            };
+            (host && !ip.is_loopback() && !is_link_local(&ip)).then_some(ip)
+        })
+        .collect()
+}
+
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ip_json() {
+        let text = r#"[{"ifindex":7,"ifname":"skiff-svc","flags":["BROADCAST","NOARP","UP","LOWER_UP"],
+            "addr_info":[{"family":"inet","local":"10.96.0.1","prefixlen":32,"scope":"global"},
+                         {"family":"inet","local":"127.0.0.1","prefixlen":8},
+                         {"family":"inet","local":"192.168.3.1","prefixlen":24},
+                         {"family":"inet6","local":"::1","prefixlen":128},
+                         {"family":"inet6","local":"fe80::1","prefixlen":128},
+                         {"family":"inet6","local":"fd00::1","prefixlen":128}]}]"#;
+        assert_eq!(
+            parse_addresses(text),
+            vec![
+                "10.96.0.1".parse::<IpAddr>().unwrap(),
+                "fd00::1".parse().unwrap()
+            ]
+        );
+        assert!(parse_addresses("").is_empty());
+        assert_eq!(host_prefix("10.0.0.1".parse().unwrap()), "10.0.0.1/32");
+    }
+}
