@@ -158,9 +158,11 @@ pub async fn serve(
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
             return Err(format!("invalid dummy interface name {name:?}"));
         }
-        dummy::ensure_interface(name)
+        let dev = dummy::ensure_interface(name)
             .await
             .map_err(|e| format!("cannot set up the dummy interface {name}: {e}"))?;
+        cfg.dummy_interface = dev;
+        let name = cfg.dummy_interface.as_str();
         dummy::addresses(name)
             .await
             .map_err(|e| format!("cannot read the addresses of {name}: {e}"))?

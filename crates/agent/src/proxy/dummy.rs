@@ -1,6 +1,8 @@
 //! The dummy interface carrying the cluster IPs (`cluster_ip: true`), driven with iproute2's
 //! `ip`: the interface is created (`type dummy`) and brought up once, and each cluster IP is
-//! added as a host address (/32, or /128 `nodad`) so the proxy can bind to it.
+//! added as a host address (/32, or /128 `nodad`) so the proxy can bind to it. A kernel without
+//! the dummy link type gets the addresses on `lo` instead. IPv4 addresses carry the label
+//! `<dev>:skiff`, so the proxy only ever removes addresses it added itself.
 
 use std::net::IpAddr;
 
@@ -24,13 +26,24 @@ async fn ip(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Creates the dummy interface if missing and brings it up.
-pub(crate) async fn ensure_interface(name: &str) -> Result<(), String> {
+/// Creates the dummy interface if missing and brings it up; returns the device to put the
+/// cluster IPs on: the dummy, or `lo` when the kernel has no dummy link type.
+pub(crate) async fn ensure_interface(name: &str) -> Result<String, String> {
     if ip(&["link", "show", "dev", name]).await.is_err() {
-        ip(&["link", "add", name, "type", "dummy"]).await?;
+        if let Err(e) = ip(&["link", "add", name, "type", "dummy"]).await {
+            tracing::info!(error = %e, "no dummy interface: cluster IPs go on lo");
+            return Ok("lo".to_string());
+        }
     }
     ip(&["link", "set", "dev", name, "up"]).await?;
-    Ok(())
+    Ok(name.to_string())
+}
+
+/// The address label marking the addresses the proxy added (IPv4 only; at most 15 bytes).
+fn label(dev: &str) -> String {
+    let mut l = format!("{dev}:skiff");
+    l.truncate(15);
+    l
 }
 
 fn host_prefix(addr: IpAddr) -> String {
@@ -43,10 +56,13 @@ fn host_prefix(addr: IpAddr) -> String {
 /// Adds `addr` to the interface (no error if it is there already).
 pub(crate) async fn add_address(name: &str, addr: IpAddr) -> Result<(), String> {
     let prefix = host_prefix(addr);
+    let label = label(name);
     let mut args = vec!["addr", "replace", prefix.as_str(), "dev", name];
     if addr.is_ipv6() {
         // No duplicate address detection: the address must be bindable at once.
         args.push("nodad");
+    } else {
+        args.extend(["label", label.as_str()]);
     }
     ip(&args).await.map(|_| ())
 }
@@ -63,11 +79,12 @@ pub(crate) async fn del_address(name: &str, addr: IpAddr) -> Result<(), String> 
 /// those the proxy may have put there.
 pub(crate) async fn addresses(name: &str) -> Result<Vec<IpAddr>, String> {
     let text = ip(&["-j", "addr", "show", "dev", name]).await?;
-    Ok(parse_addresses(&text))
+    Ok(parse_addresses(&text, &label(name)))
 }
 
-/// The host addresses of `ip -j addr show` output, loopback and link-local ones aside.
-fn parse_addresses(json: &str) -> Vec<IpAddr> {
+/// The host addresses of `ip -j addr show` output, loopback and link-local ones aside; IPv4
+/// ones only with our `label`.
+fn parse_addresses(json: &str, label: &str) -> Vec<IpAddr> {
     let Ok(serde_json::Value::Array(links)) = serde_json::from_str(json) else {
         return Vec::new();
     };
@@ -82,7 +99,8 @@ fn parse_addresses(json: &str) -> Vec<IpAddr> {
                 IpAddr::V4(_) => prefix == 32,
                 IpAddr::V6(_) => prefix == 128,
             };
-            (host && !ip.is_loopback() && !is_link_local(&ip)).then_some(ip)
+            let ours = ip.is_ipv6() || a.get("label").and_then(|l| l.as_str()) == Some(label);
+            (host && ours && !ip.is_loopback() && !is_link_local(&ip)).then_some(ip)
         })
         .collect()
 }
@@ -101,20 +119,22 @@ mod tests {
     #[test]
     fn parses_ip_json() {
         let text = r#"[{"ifindex":7,"ifname":"skiff-svc","flags":["BROADCAST","NOARP","UP","LOWER_UP"],
-            "addr_info":[{"family":"inet","local":"10.96.0.1","prefixlen":32,"scope":"global"},
+            "addr_info":[{"family":"inet","local":"10.96.0.1","prefixlen":32,"scope":"global","label":"skiff-svc:skiff"},
+                         {"family":"inet","local":"10.96.0.2","prefixlen":32,"scope":"global","label":"skiff-svc"},
                          {"family":"inet","local":"127.0.0.1","prefixlen":8},
                          {"family":"inet","local":"192.168.3.1","prefixlen":24},
                          {"family":"inet6","local":"::1","prefixlen":128},
                          {"family":"inet6","local":"fe80::1","prefixlen":128},
                          {"family":"inet6","local":"fd00::1","prefixlen":128}]}]"#;
         assert_eq!(
-            parse_addresses(text),
+            parse_addresses(text, &label("skiff-svc")),
             vec![
                 "10.96.0.1".parse::<IpAddr>().unwrap(),
                 "fd00::1".parse().unwrap()
             ]
         );
-        assert!(parse_addresses("").is_empty());
+        assert!(parse_addresses("", "x").is_empty());
+        assert_eq!(label("lo"), "lo:skiff");
         assert_eq!(host_prefix("10.0.0.1".parse().unwrap()), "10.0.0.1/32");
     }
 }
