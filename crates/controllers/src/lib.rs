@@ -2,4 +2,5 @@
 //! with what is seen and acts on the difference, so a restart, a lost watch or a repeated event
 //! changes nothing. The decisions are pure functions (time passed in); the loops do the I/O.
 
+pub mod endpoints;
 pub mod node_lifecycle;

@@ -157,9 +157,10 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
                 args.node_monitor_grace_period.clamp(1, 5),
             ),
         };
-        Some(tokio::spawn(skiff_controllers::node_lifecycle::run(
-            client, cfg,
-        )))
+        Some([
+            tokio::spawn(skiff_controllers::node_lifecycle::run(client.clone(), cfg)),
+            tokio::spawn(skiff_controllers::endpoints::run(client)),
+        ])
     } else {
         None
     };
@@ -169,7 +170,7 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         // Containers keep running; the next `up` on this data dir re-adopts them.
         a.shutdown().await;
     }
-    if let Some(c) = controllers {
+    for c in controllers.iter().flatten() {
         c.abort();
     }
     if let Some(s) = scheduler {

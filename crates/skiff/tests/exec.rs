@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
 use common::cluster::Cluster;
 
 #[test]

@@ -29,11 +29,11 @@ async fn ip(args: &[&str]) -> Result<String, String> {
 /// Creates the dummy interface if missing and brings it up; returns the device to put the
 /// cluster IPs on: the dummy, or `lo` when the kernel has no dummy link type.
 pub(crate) async fn ensure_interface(name: &str) -> Result<String, String> {
-    if ip(&["link", "show", "dev", name]).await.is_err() {
-        if let Err(e) = ip(&["link", "add", name, "type", "dummy"]).await {
-            tracing::info!(error = %e, "no dummy interface: cluster IPs go on lo");
-            return Ok("lo".to_string());
-        }
+    if ip(&["link", "show", "dev", name]).await.is_err()
+        && let Err(e) = ip(&["link", "add", name, "type", "dummy"]).await
+    {
+        tracing::info!(error = %e, "no dummy interface: cluster IPs go on lo");
+        return Ok("lo".to_string());
     }
     ip(&["link", "set", "dev", name, "up"]).await?;
     Ok(name.to_string())
