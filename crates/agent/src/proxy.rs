@@ -153,21 +153,22 @@ pub async fn serve(
     }
     let mut seen = BTreeSet::new();
     cfg.nodeport_addresses.retain(|a| seen.insert(*a));
+    let mut iface = None;
     let stale: BTreeSet<IpAddr> = if cfg.cluster_ip {
         let name = cfg.dummy_interface.as_str();
         if name.is_empty() || name.len() > 15 || name.contains(['/', ' ']) {
             return Err(format!("invalid dummy interface name {name:?}"));
         }
-        let dev = dummy::ensure_interface(name)
+        let found = dummy::ensure_interface(name)
             .await
             .map_err(|e| format!("cannot set up the dummy interface {name}: {e}"))?;
-        cfg.dummy_interface = dev;
-        let name = cfg.dummy_interface.as_str();
-        dummy::addresses(name)
+        let stale = dummy::addresses(&found)
             .await
-            .map_err(|e| format!("cannot read the addresses of {name}: {e}"))?
+            .map_err(|e| format!("cannot read the addresses of {}: {e}", found.dev))?
             .into_iter()
-            .collect()
+            .collect();
+        iface = Some(found);
+        stale
     } else {
         BTreeSet::new()
     };
@@ -193,6 +194,7 @@ pub async fn serve(
         stop_rx,
         open_tx,
         stale,
+        iface,
     ));
     Ok(ProxyHandle {
         stop: stop_tx,

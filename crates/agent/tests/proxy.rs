@@ -631,7 +631,12 @@ async fn cluster_ip_listeners_on_a_dummy_interface() {
     let dev = if created { iface } else { "lo" };
     // Left over by an earlier run (labelled as the proxy labels its addresses): removed once
     // the proxy has its first real table.
-    let label = format!("{dev}:skiff");
+    let mut label = if created {
+        format!("{dev}:skiff")
+    } else {
+        format!("{dev}:{iface}")
+    };
+    label.truncate(15);
     ip(&[
         "addr",
         "replace",

@@ -221,10 +221,18 @@ pub fn openapi_doc(group: &str) -> Value {
         } else {
             format!("{base}/{}/{{name}}", r.resource)
         };
-        let op_group = if group.is_empty() {
-            "CoreV1".to_string()
-        } else {
-            "CoordinationV1".to_string()
+        // `CoreV1`, `CoordinationV1`, `DiscoveryV1`: the group's first label, capitalised.
+        let op_group = match group.split('.').next().filter(|g| !g.is_empty()) {
+            None => "CoreV1".to_string(),
+            Some(g) => {
+                let mut chars = g.chars();
+                let first = chars.next().map(|c| c.to_ascii_uppercase());
+                format!(
+                    "{}{}V1",
+                    first.into_iter().collect::<String>(),
+                    chars.as_str()
+                )
+            }
         };
         paths.insert(
             path,

@@ -90,6 +90,7 @@ mod tests {
             server_address: String::new(),
             metrics: crate::metrics::Metrics::new(),
             agent_token: String::new(),
+            services: crate::services::Allocators::new(Default::default()),
         };
         crate::namespaces::ensure_system_namespaces(&api)
             .await

@@ -26,6 +26,7 @@ pub mod protobuf;
 pub mod query;
 pub mod resources;
 pub mod rest;
+pub mod services;
 pub mod strategy;
 pub mod table;
 pub mod tls;
@@ -34,6 +35,7 @@ pub mod watch;
 use errors::ApiError;
 use query::Params;
 use rest::{Api, Target, json_response, json_typed};
+pub use services::ServiceNetwork;
 
 /// The largest request body accepted (Kubernetes' limit is 3 MiB for objects).
 const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -44,6 +46,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// Extra names for the serving certificate.
     pub extra_sans: Vec<String>,
+    /// The Service network: `--service-cluster-ip-range`, `--service-node-port-range`, the
+    /// address the `kubernetes` service points at. Default: Kubernetes' (`10.96.0.0/12`,
+    /// `30000-32767`).
+    pub network: ServiceNetwork,
 }
 
 struct AppState {
@@ -71,20 +77,34 @@ impl RunningServer {
 
 /// Starts the HTTPS API server on `cfg.bind` over `store`, ready when this returns.
 pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<RunningServer> {
+    let network = cfg.network.clone();
     let pki = tls::load_or_create(&cfg.pki_dir, &cfg.extra_sans)?;
     let listener = std::net::TcpListener::bind(cfg.bind)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
+    let advertised = services::advertised_address(&network, addr);
     let api = Arc::new(Api {
         store,
         server_address: addr.to_string(),
         metrics: metrics::Metrics::new(),
         agent_token: pki.admin_token.clone(),
+        services: services::Allocators::new(network),
     });
     namespaces::ensure_system_namespaces(&api)
         .await
         .map_err(|e| std::io::Error::other(e.message))?;
+    services::restore(&api)
+        .await
+        .map_err(|e| std::io::Error::other(e.message))?;
+    if let Err(e) = services::ensure_kubernetes_service(&api, advertised, addr.port()).await {
+        tracing::warn!(error = %e.message, "could not create or update the kubernetes service");
+    }
     tokio::spawn(namespaces::run_finalizer(api.clone()));
+    tokio::spawn(services::run_reconciler(
+        api.clone(),
+        advertised,
+        addr.port(),
+    ));
     tokio::spawn(events::run_expiry(api.clone()));
     let state = Arc::new(AppState {
         api: api.clone(),

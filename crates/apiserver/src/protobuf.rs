@@ -5,8 +5,9 @@
 //! Only the kinds kubectl's generators create for resources served here are decoded, with the
 //! fields those generators set: ObjectMeta (name, generateName, namespace, labels, annotations)
 //! and Namespace (spec.finalizers), Secret (data, type, stringData, immutable), ConfigMap (data,
-//! binaryData, immutable) and ServiceAccount (secrets, imagePullSecrets,
-//! automountServiceAccountToken). Anything else is 415.
+//! binaryData, immutable), ServiceAccount (secrets, imagePullSecrets,
+//! automountServiceAccountToken) and Service (`kubectl create service`: the whole spec but its
+//! status). Anything else is 415.
 
 use serde_json::{Map, Value, json};
 
@@ -272,6 +273,164 @@ fn service_account(raw: &[u8]) -> Option<Value> {
     Some(sa)
 }
 
+fn int32(f: &Field<'_>) -> Option<i64> {
+    match f {
+        // int32 values travel as sign-extended varints.
+        Field::Varint(v) => Some(i64::from(*v as i64 as i32)),
+        Field::Bytes(_) => None,
+    }
+}
+
+/// An `intstr.IntOrString` (type 1: 0 int, 1 string; intVal 2; strVal 3), as JSON.
+fn int_or_string(raw: &[u8]) -> Option<Value> {
+    let (mut ty, mut int_val, mut str_val) = (0, 0, String::new());
+    for (n, f) in fields(raw)? {
+        match n {
+            1 => ty = int32(&f)?,
+            2 => int_val = int32(&f)?,
+            3 => str_val = string(&f)?,
+            _ => {}
+        }
+    }
+    Some(if ty == 1 {
+        json!(str_val)
+    } else {
+        json!(int_val)
+    })
+}
+
+/// A core/v1 `ServicePort`: name 1, protocol 2, port 3, targetPort 4, nodePort 5,
+/// appProtocol 6 (a pointer, so sent only when set).
+fn service_port(raw: &[u8]) -> Option<Value> {
+    let mut p = json!({"port": 0});
+    for (n, f) in fields(raw)? {
+        match (n, &f) {
+            (1, Field::Bytes(_)) => put_str(&mut p, "name", string(&f)?),
+            (2, Field::Bytes(_)) => put_str(&mut p, "protocol", string(&f)?),
+            (3, Field::Varint(_)) => p["port"] = json!(int32(&f)?),
+            (4, Field::Bytes(b)) => p["targetPort"] = int_or_string(b)?,
+            (5, Field::Varint(_)) => {
+                let np = int32(&f)?;
+                if np != 0 {
+                    p["nodePort"] = json!(np);
+                }
+            }
+            (6, Field::Bytes(_)) => p["appProtocol"] = json!(string(&f)?),
+            _ => {}
+        }
+    }
+    Some(p)
+}
+
+/// Sets a string field unless empty (Go's `omitempty` on a plain string).
+fn put_str(obj: &mut Value, field: &str, v: String) {
+    if !v.is_empty() {
+        obj[field] = json!(v);
+    }
+}
+
+/// A core/v1 `ServiceSpec`, with the field numbers of k8s.io/api's generated.proto.
+fn service_spec(raw: &[u8]) -> Option<Value> {
+    const PLAIN_STRINGS: [(u64, &str); 6] = [
+        (3, "clusterIP"),
+        (4, "type"),
+        (7, "sessionAffinity"),
+        (8, "loadBalancerIP"),
+        (10, "externalName"),
+        (11, "externalTrafficPolicy"),
+    ];
+    const POINTER_STRINGS: [(u64, &str); 4] = [
+        (17, "ipFamilyPolicy"),
+        (21, "loadBalancerClass"),
+        (22, "internalTrafficPolicy"),
+        (23, "trafficDistribution"),
+    ];
+    const STRING_LISTS: [(u64, &str); 4] = [
+        (5, "externalIPs"),
+        (9, "loadBalancerSourceRanges"),
+        (18, "clusterIPs"),
+        (19, "ipFamilies"),
+    ];
+    let mut spec = json!({});
+    let mut ports = Vec::new();
+    let mut selector = Map::new();
+    let mut lists: Vec<(&str, Vec<Value>)> = Vec::new();
+    for (n, f) in fields(raw)? {
+        if let Some((_, name)) = PLAIN_STRINGS.iter().find(|(k, _)| *k == n) {
+            put_str(&mut spec, name, string(&f)?);
+            continue;
+        }
+        if let Some((_, name)) = POINTER_STRINGS.iter().find(|(k, _)| *k == n) {
+            spec[*name] = json!(string(&f)?);
+            continue;
+        }
+        if let Some((_, name)) = STRING_LISTS.iter().find(|(k, _)| *k == n) {
+            let item = json!(string(&f)?);
+            match lists.iter_mut().find(|(l, _)| l == name) {
+                Some((_, items)) => items.push(item),
+                None => lists.push((name, vec![item])),
+            }
+            continue;
+        }
+        match (n, &f) {
+            (1, Field::Bytes(b)) => ports.push(service_port(b)?),
+            (2, Field::Bytes(b)) => {
+                let (k, v) = map_entry(b)?;
+                selector.insert(k, json!(v));
+            }
+            (12, Field::Varint(_)) => {
+                let p = int32(&f)?;
+                if p != 0 {
+                    spec["healthCheckNodePort"] = json!(p);
+                }
+            }
+            (13, Field::Varint(v)) if *v != 0 => {
+                spec["publishNotReadyAddresses"] = json!(true);
+            }
+            (14, Field::Bytes(b)) => {
+                let mut config = json!({});
+                for (n, f) in fields(b)? {
+                    if let (1, Field::Bytes(c)) = (n, &f) {
+                        let mut client_ip = json!({});
+                        for (n, f) in fields(c)? {
+                            if n == 1 {
+                                client_ip["timeoutSeconds"] = json!(int32(&f)?);
+                            }
+                        }
+                        config["clientIP"] = client_ip;
+                    }
+                }
+                spec["sessionAffinityConfig"] = config;
+            }
+            (20, Field::Varint(_)) => {
+                spec["allocateLoadBalancerNodePorts"] = json!(boolean(&f)?);
+            }
+            _ => {}
+        }
+    }
+    if !ports.is_empty() {
+        spec["ports"] = json!(ports);
+    }
+    put_map(&mut spec, "selector", selector);
+    for (name, items) in lists {
+        spec[name] = json!(items);
+    }
+    Some(spec)
+}
+
+fn service(raw: &[u8]) -> Option<Value> {
+    let mut svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {}});
+    for (n, f) in fields(raw)? {
+        match (n, &f) {
+            (1, Field::Bytes(b)) => svc["metadata"] = object_meta(b)?,
+            (2, Field::Bytes(b)) => svc["spec"] = service_spec(b)?,
+            // The status is the server's.
+            _ => {}
+        }
+    }
+    Some(svc)
+}
+
 /// Decodes a protobuf request body to the JSON form of the object.
 pub fn decode(body: &[u8]) -> ApiResult<Value> {
     let inner = body
@@ -302,6 +461,7 @@ pub fn decode(body: &[u8]) -> ApiResult<Value> {
         ("v1", "ServiceAccount") => {
             service_account(raw).ok_or_else(|| bad("malformed ServiceAccount"))
         }
+        ("v1", "Service") => service(raw).ok_or_else(|| bad("malformed Service")),
         _ => Err(ApiError::unsupported_media_type(&format!(
             "application/vnd.kubernetes.protobuf ({api_version}/{kind}); send this object as JSON or YAML"
         ))),
@@ -328,19 +488,23 @@ mod tests {
         assert_eq!(v["metadata"]["name"], "demo");
     }
 
-    /// A length-delimited field.
-    fn ld(num: u8, payload: &[u8]) -> Vec<u8> {
-        let mut out = vec![(num << 3) | 2];
-        let mut len = payload.len();
+    fn varint_bytes(mut v: u64) -> Vec<u8> {
+        let mut out = Vec::new();
         loop {
-            let b = (len & 0x7f) as u8;
-            len >>= 7;
-            if len == 0 {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
                 out.push(b);
-                break;
+                return out;
             }
             out.push(b | 0x80);
         }
+    }
+
+    /// A length-delimited field.
+    fn ld(num: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = varint_bytes((u64::from(num) << 3) | 2);
+        out.extend(varint_bytes(payload.len() as u64));
         out.extend_from_slice(payload);
         out
     }
@@ -437,8 +601,67 @@ mod tests {
 
     #[test]
     fn other_kinds_are_unsupported() {
-        let e = decode(&envelope("Service", &ld(1, &meta("x")))).unwrap_err();
+        let e = decode(&envelope("Pod", &ld(1, &meta("x")))).unwrap_err();
         assert_eq!(e.code, 415);
+    }
+
+    fn varint_field(num: u8, v: u64) -> Vec<u8> {
+        [varint_bytes(u64::from(num) << 3), varint_bytes(v)].concat()
+    }
+
+    #[test]
+    fn decodes_kubectl_create_service() {
+        // What `kubectl create service nodeport web --tcp=80:8080` sends: every plain field,
+        // empty ones included; pointers only when set.
+        let target = [varint_field(1, 0), varint_field(2, 8080), ld(3, b"")].concat();
+        let port = [
+            ld(1, b"80-8080"),
+            ld(2, b"TCP"),
+            varint_field(3, 80),
+            ld(4, &target),
+            varint_field(5, 0),
+        ]
+        .concat();
+        let named_target = [varint_field(1, 1), varint_field(2, 0), ld(3, b"http")].concat();
+        let port2 = [
+            ld(1, b"b"),
+            ld(2, b"UDP"),
+            varint_field(3, 53),
+            ld(4, &named_target),
+            varint_field(5, 30053),
+            ld(6, b"dns"),
+        ]
+        .concat();
+        let spec = [
+            ld(1, &port),
+            ld(1, &port2),
+            ld(2, &entry("app", b"web")),
+            ld(3, b""),
+            ld(4, b"NodePort"),
+            ld(7, b""),
+            ld(8, b""),
+            ld(10, b""),
+            ld(11, b""),
+            varint_field(12, 0),
+            varint_field(13, 0),
+            ld(17, b"SingleStack"),
+            ld(18, b"10.96.0.9"),
+            ld(19, b"IPv4"),
+        ]
+        .concat();
+        let status = ld(1, b"");
+        let raw = [ld(1, &meta("web")), ld(2, &spec), ld(3, &status)].concat();
+        let v = decode(&envelope("Service", &raw)).unwrap();
+        assert_eq!(
+            v["spec"],
+            json!({"type": "NodePort", "selector": {"app": "web"}, "ipFamilyPolicy": "SingleStack",
+                   "clusterIPs": ["10.96.0.9"], "ipFamilies": ["IPv4"],
+                   "ports": [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080},
+                             {"name": "b", "protocol": "UDP", "port": 53, "targetPort": "http",
+                              "nodePort": 30053, "appProtocol": "dns"}]})
+        );
+        assert_eq!(v["metadata"]["name"], "web");
+        assert!(v.get("status").is_none());
     }
 
     #[test]

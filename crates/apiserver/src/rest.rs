@@ -26,6 +26,8 @@ pub struct Api {
     pub metrics: crate::metrics::Metrics,
     /// The credential the API server presents to node agents (pods/log and friends).
     pub agent_token: String,
+    /// The Service network and its cluster IP and node port allocators.
+    pub services: crate::services::Allocators,
 }
 
 /// A request resolved to a resource: `/api/v1/namespaces/default/pods/web/status`.
@@ -450,6 +452,9 @@ pub async fn create_object(
     }
     let t = now();
     strategy::prepare_create(info, &mut obj, t);
+    // Cluster IPs and node ports, taken before the write and given back if it does not happen.
+    let reservation =
+        crate::services::begin_create(&api.services, info, &mut obj, params.dry_run())?;
     let errs = strategy::admit_create(info, &mut obj)?;
     let name = object::name(&obj).to_string();
     if !errs.is_empty() {
@@ -468,6 +473,9 @@ pub async fn create_object(
     }
     match api.store.create(&key, object::encode_for_store(&obj)).await {
         Ok(kv) => {
+            if let Some(r) = reservation {
+                r.commit();
+            }
             object::set_resource_version(&mut obj, kv.mod_revision);
             Ok((obj, warnings))
         }
@@ -550,7 +558,15 @@ pub async fn update_object(
         }
         strategy::prepare_update(info, sub, &mut new, &current);
         strategy::default_update(info, &mut new)?;
-        let errs = strategy::validate_update(info, &new, &current)?;
+        let reservation = crate::services::begin_update(
+            &api.services,
+            info,
+            sub,
+            &mut new,
+            &current,
+            params.dry_run(),
+        )?;
+        let errs = strategy::validate_update(info, sub, &new, &current)?;
         if !errs.is_empty() {
             return Err(invalid(info, name, &errs));
         }
@@ -576,6 +592,10 @@ pub async fn update_object(
         {
             match api.store.delete(&key, Some(current_rv)).await {
                 Ok(kv) => {
+                    if let Some(r) = reservation {
+                        r.commit();
+                    }
+                    crate::services::after_delete(api, info, &new).await;
                     object::set_resource_version(&mut new, kv.mod_revision);
                     return Ok((new, warnings));
                 }
@@ -595,6 +615,9 @@ pub async fn update_object(
             .await
         {
             Ok(kv) => {
+                if let Some(r) = reservation {
+                    r.commit();
+                }
                 object::set_resource_version(&mut new, kv.mod_revision);
                 return Ok((new, warnings));
             }
@@ -913,6 +936,9 @@ pub async fn delete_object(
         };
         match res {
             Ok(kv) => {
+                if !pending {
+                    crate::services::after_delete(api, info, &obj).await;
+                }
                 object::set_resource_version(&mut obj, kv.mod_revision);
                 return Ok(obj);
             }

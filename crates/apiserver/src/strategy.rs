@@ -6,8 +6,9 @@
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    Binding, ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount,
+    Binding, ConfigMap, Endpoints, Event, Namespace, Node, Pod, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -66,6 +67,9 @@ pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
         "Secret" => roundtrip::<Secret>(&body),
         "ConfigMap" => roundtrip::<ConfigMap>(&body),
         "ServiceAccount" => roundtrip::<ServiceAccount>(&body),
+        "Service" => roundtrip::<Service>(&body),
+        "Endpoints" => roundtrip::<Endpoints>(&body),
+        "EndpointSlice" => roundtrip::<EndpointSlice>(&body),
         _ => Ok(body.clone()),
     }
     .map_err(|e| {
@@ -83,16 +87,35 @@ pub fn decode(info: &ResourceInfo, mut body: Value) -> ApiResult<Decoded> {
     })
 }
 
-/// What Kubernetes' conversion to its internal form does while decoding, for the kinds where that
+/// What Kubernetes' decoding does besides the typed round trip, for the kinds where that
 /// changes the object: a Secret's `stringData` is written into `data` and dropped, and its
-/// `type` defaults to `Opaque`. Every body (create, update, patch result, apply) goes through it.
+/// `type` defaults to `Opaque`; Services, Endpoints and EndpointSlices get their v1 defaults.
+/// Every body (create, update, patch result, apply) goes through it.
 fn to_internal(kind: &str, obj: Value) -> ApiResult<Value> {
-    if kind != "Secret" {
-        return Ok(obj);
+    use skiff_core::service as svc;
+    match kind {
+        "Secret" => {
+            let mut secret: Secret = from_value(&obj)?;
+            skiff_core::validation::merge_string_data(&mut secret);
+            to_value(&secret)
+        }
+        "Service" => {
+            let mut s: Service = from_value(&obj)?;
+            svc::default_service(&mut s);
+            to_value(&s)
+        }
+        "Endpoints" => {
+            let mut e: Endpoints = from_value(&obj)?;
+            svc::default_endpoints(&mut e);
+            to_value(&e)
+        }
+        "EndpointSlice" => {
+            let mut e: EndpointSlice = from_value(&obj)?;
+            svc::default_endpoint_slice(&mut e);
+            to_value(&e)
+        }
+        _ => Ok(obj),
     }
-    let mut secret: Secret = from_value(&obj)?;
-    skiff_core::validation::merge_string_data(&mut secret);
-    to_value(&secret)
 }
 
 /// Decodes into the typed form and back. A type error names the field it is in, as Go's
@@ -170,6 +193,11 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, now: Timestamp) {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
         }
+        // The status is the server's (a load balancer would fill it in).
+        "Service" => obj["status"] = json!({"loadBalancer": {}}),
+        "EndpointSlice" => {
+            object::meta_mut(obj).insert("generation".into(), json!(1));
+        }
         _ => {}
     }
 }
@@ -221,13 +249,18 @@ pub fn validate_create(info: &ResourceInfo, obj: &Value) -> ApiResult<Vec<FieldE
         "Secret" => v::validate_secret(&from_value(obj)?),
         "ConfigMap" => v::validate_config_map(&from_value(obj)?),
         "ServiceAccount" => v::validate_service_account(&from_value(obj)?),
+        "Service" => v::validate_service(&from_value(obj)?),
+        "Endpoints" => v::validate_endpoints(&from_value(obj)?),
+        "EndpointSlice" => v::validate_endpoint_slice(&from_value(obj)?),
         _ => Vec::new(),
     })
 }
 
-/// Validation of an update (the new object against the old one).
+/// Validation of an update (the new object against the old one) of the main resource or of the
+/// subresource `sub`.
 pub fn validate_update(
     info: &ResourceInfo,
+    sub: Option<&str>,
     new: &Value,
     old: &Value,
 ) -> ApiResult<Vec<FieldError>> {
@@ -259,6 +292,30 @@ pub fn validate_update(
                 &from_value(old)?,
             ));
         }
+        "Service" if sub == Some("status") => {
+            return Ok(v::validate_service_status_update(
+                &from_value(new)?,
+                &from_value(old)?,
+            ));
+        }
+        "Service" => {
+            return Ok(v::validate_service_update(
+                &from_value(new)?,
+                &from_value(old)?,
+            ));
+        }
+        "Endpoints" => {
+            return Ok(v::validate_endpoints_update(
+                &from_value(new)?,
+                &from_value(old)?,
+            ));
+        }
+        "EndpointSlice" => {
+            return Ok(v::validate_endpoint_slice_update(
+                &from_value(new)?,
+                &from_value(old)?,
+            ));
+        }
         _ => {}
     }
     let new_meta = from_value(new.get("metadata").unwrap_or(&Value::Null))?;
@@ -272,7 +329,7 @@ pub fn validate_update(
 /// keeps the old spec and metadata, `finalize` changes only `spec.finalizers`. System metadata is
 /// carried over from the old object either way.
 pub fn prepare_update(info: &ResourceInfo, sub: Option<&str>, new: &mut Value, old: &Value) {
-    let has_status = matches!(info.kind, "Pod" | "Node" | "Namespace");
+    let has_status = matches!(info.kind, "Pod" | "Node" | "Namespace" | "Service");
     match sub {
         Some("status") => {
             let status = new.get("status").cloned();
@@ -315,6 +372,9 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<&str>, new: &mut Value, o
             }
         }
     }
+    if info.kind == "EndpointSlice" {
+        endpoint_slice_generation(new, old);
+    }
     let old_meta = object::meta(old).cloned().unwrap_or_default();
     let meta = object::meta_mut(new);
     for f in [
@@ -334,4 +394,24 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<&str>, new: &mut Value, o
     {
         meta.insert("uid".into(), u.clone());
     }
+}
+
+/// An EndpointSlice's generation moves on when anything but its metadata, or its labels, change
+/// (it has no status), as Kubernetes' EndpointSlice strategy does.
+fn endpoint_slice_generation(new: &mut Value, old: &Value) {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+        }
+        v
+    };
+    let old_gen = old
+        .pointer("/metadata/generation")
+        .and_then(|g| g.as_i64())
+        .unwrap_or(0);
+    let changed = strip(new) != strip(old)
+        || new.pointer("/metadata/labels") != old.pointer("/metadata/labels");
+    let generation = if changed { old_gen + 1 } else { old_gen };
+    object::meta_mut(new).insert("generation".into(), json!(generation));
 }

@@ -34,8 +34,18 @@ pub fn wants_table(accept: &str) -> bool {
 
 pub const TABLE_CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
 
+fn columns(resource: &str) -> Vec<skiff_core::printers::Column> {
+    skiff_core::printers::service::columns(resource)
+        .unwrap_or_else(|| skiff_core::printers::columns(resource))
+}
+
+fn cells(resource: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
+    skiff_core::printers::service::row_cells(resource, obj, now)
+        .unwrap_or_else(|| skiff_core::printers::row_cells(resource, obj, now))
+}
+
 pub fn column_definitions(info: &ResourceInfo) -> Value {
-    skiff_core::printers::columns(info.resource)
+    columns(info.resource)
         .into_iter()
         .map(|c| {
             json!({
@@ -47,7 +57,7 @@ pub fn column_definitions(info: &ResourceInfo) -> Value {
 }
 
 pub fn row(info: &ResourceInfo, obj: &Value, include: IncludeObject, now: Timestamp) -> Value {
-    let mut row = json!({"cells": skiff_core::printers::row_cells(info.resource, obj, now)});
+    let mut row = json!({"cells": cells(info.resource, obj, now)});
     if let Some(c) = skiff_core::printers::row_conditions(info.resource, obj) {
         row["conditions"] = c;
     }

@@ -11,4 +11,5 @@ pub mod pod;
 pub mod printers;
 pub mod quantity;
 pub mod selector;
+pub mod service;
 pub mod validation;

@@ -13,6 +13,7 @@ mod config;
 mod event;
 mod node;
 mod pod;
+pub mod service;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};

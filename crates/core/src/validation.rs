@@ -13,6 +13,7 @@
 //! rules used by [`crate::pod`].
 
 mod config;
+mod endpoints;
 mod errors;
 mod kinds;
 mod meta;
@@ -20,11 +21,16 @@ mod names;
 pub(crate) mod pod;
 pub(crate) mod pod_update;
 mod resources;
+mod service;
 
 pub use config::{
     MAX_SECRET_SIZE, go_json_object_error, merge_string_data, validate_config_map,
     validate_config_map_update, validate_secret, validate_secret_update, validate_service_account,
     validate_service_account_update,
+};
+pub use endpoints::{
+    validate_endpoint_slice, validate_endpoint_slice_update, validate_endpoints,
+    validate_endpoints_update,
 };
 pub use errors::{ErrorType, FieldError, FieldPath, go_literal, go_quote, invalid_message};
 pub use kinds::{validate_event, validate_lease, validate_namespace, validate_node};
@@ -39,4 +45,8 @@ pub use names::{
     is_http_header_name, is_path_segment_name, is_qualified_name, is_relaxed_env_var_name,
     is_valid_ip, is_valid_label_value, is_valid_port_name, is_valid_port_num, mask_trailing_dash,
     max_len_error, regex_error,
+};
+pub use service::{
+    cluster_ip_allocation_error, node_port_allocation_error, validate_service,
+    validate_service_cluster_ips_related, validate_service_status_update, validate_service_update,
 };

@@ -132,6 +132,7 @@ async fn api(pods: usize, concurrency: usize, connections: usize) -> Result<(), 
         pki_dir: dir.join("pki"),
         bind: "127.0.0.1:0".parse().expect("addr"),
         extra_sans: vec![],
+        network: Default::default(),
     };
     let server = skiff_apiserver::start(cfg, Arc::new(store))
         .await
@@ -428,6 +429,7 @@ async fn scheduler(b: SchedulerBench) -> Result<(), String> {
         pki_dir: dir.join("pki"),
         bind: "127.0.0.1:0".parse().expect("addr"),
         extra_sans: vec![],
+        network: Default::default(),
     };
     let server = skiff_apiserver::start(cfg, Arc::new(store))
         .await

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
+use skiff_agent::proxy::ProxyConfig;
 use skiff_agent::runtime::Runtime;
 use skiff_agent::runtime::host::HostRuntime;
 use skiff_agent::runtime::runc::{RuncConfig, RuncRuntime};
@@ -38,6 +39,10 @@ pub struct RuntimeArgs {
     /// The Linux bridge the node's pods are attached to (runc runtime).
     #[arg(long, default_value = "skiff0")]
     pub cni_bridge: String,
+    /// The interface the service proxy puts cluster IPs on (runc runtime; `lo` with a label
+    /// where the kernel has no dummy links).
+    #[arg(long, default_value = "skiff-svc")]
+    pub service_interface: String,
     /// Where the CNI plugins are (runc runtime).
     #[arg(long, default_value = "/usr/lib/cni")]
     pub cni_bin_dir: PathBuf,
@@ -48,6 +53,16 @@ pub fn image_store(agent_state_dir: &Path) -> Result<ImageStore, String> {
     let dir = agent_state_dir.join("images");
     ImageStore::open(&dir)
         .map_err(|e| format!("cannot open the image store {}: {e}", dir.display()))
+}
+
+/// The agent's service proxy: node ports on the node IP and 127.0.0.1; cluster IPs too when
+/// pods have addresses of their own (runc), since they can then route to them through the node.
+pub fn proxy(args: &RuntimeArgs, runtime: &dyn Runtime) -> ProxyConfig {
+    ProxyConfig {
+        cluster_ip: runtime.name() == "runc",
+        dummy_interface: args.service_interface.clone(),
+        ..ProxyConfig::default()
+    }
 }
 
 /// Builds the runtime `args` ask for; the string says which one and why.

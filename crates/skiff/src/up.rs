@@ -41,6 +41,13 @@ pub struct UpArgs {
     /// Port of the local agent's log server (0 picks a free one; the Node publishes it).
     #[arg(long, default_value_t = 0)]
     pub agent_port: u16,
+    /// The range Services' cluster IPs are allocated from (its first address is the
+    /// `kubernetes` service's).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: String,
+    /// The range of NodePorts.
+    #[arg(long, default_value = "30000-32767")]
+    pub service_node_port_range: String,
     #[command(flatten)]
     pub runtime: crate::runtime::RuntimeArgs,
 }
@@ -77,6 +84,10 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         pki_dir: data_dir.join("pki"),
         bind: SocketAddr::new(args.address, args.port),
         extra_sans: vec![args.address.to_string()],
+        network: skiff_apiserver::ServiceNetwork::parse(
+            &args.service_cluster_ip_range,
+            &args.service_node_port_range,
+        )?,
     };
     let server = skiff_apiserver::start(cfg, Arc::new(store)).await.map_err(|e| {
         format!("cannot start the API server on {}:{}: {e} (use --port to pick another port, or --port 0 for any free one)", args.address, args.port)
@@ -122,7 +133,8 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         let name = cfg.node_name.clone();
         let (runtime, why) =
             crate::runtime::build(&args.runtime, &cfg.state_dir, &node_ip.to_string())?;
-        let handle = Agent::start_with_runtime(client, cfg, runtime).await?;
+        let proxy = crate::runtime::proxy(&args.runtime, runtime.as_ref());
+        let handle = Agent::start_with_proxy(client, cfg, runtime, Some(proxy)).await?;
         Some((handle, name, why))
     } else {
         None
@@ -333,7 +345,8 @@ current-context: skiff
     let name = cfg.node_name.clone();
     let (runtime, why) =
         crate::runtime::build(&args.runtime, &cfg.state_dir, &node_ip.to_string())?;
-    let handle = Agent::start_with_runtime(client, cfg, runtime).await?;
+    let proxy = crate::runtime::proxy(&args.runtime, runtime.as_ref());
+    let handle = Agent::start_with_proxy(client, cfg, runtime, Some(proxy)).await?;
     println!(
         "skiff agent is running: node {name}, runtime: {why}, logs on https://{}, server {}",
         handle.server_addr, args.server

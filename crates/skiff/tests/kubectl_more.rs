@@ -158,10 +158,17 @@ fn get_all_and_several_kinds() {
     let s = Skiff::bare();
     let f = s.file("pod.yaml", POD);
     s.kubectl(&["create", "-f", f.to_str().unwrap()]).ok();
-    let all = table(&s.kubectl(&["get", "all"]).ok().stdout);
-    assert_eq!(all[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
-    // Only pods are in the "all" category here, so kubectl prints no kind prefix.
-    assert_eq!(all[1][0], "web");
+    let all = s.kubectl(&["get", "all"]).ok().stdout;
+    // Pods and services are in the "all" category: one table per kind, names prefixed.
+    let rows = table(&all);
+    assert_eq!(rows[0], ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(rows[1][0], "pod/web");
+    let squashed = common::squash(&all);
+    assert!(
+        squashed.contains("NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE")
+            && squashed.contains("service/kubernetes ClusterIP 10.96.0.1 <none> 443/TCP"),
+        "{all}"
+    );
     let out = s.kubectl(&["get", "po,ns", "-o", "name"]).ok().stdout;
     assert!(
         out.contains("pod/web") && out.contains("namespace/default"),

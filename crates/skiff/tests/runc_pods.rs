@@ -11,159 +11,11 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::Cluster;
 use common::eventually;
 use common::registry::Registry;
-
-/// Why this machine cannot run the tests, or None.
-fn missing_parts() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".into());
-    }
-    for (what, path) in [
-        ("runc", "/usr/sbin/runc"),
-        ("the CNI bridge plugin", "/usr/lib/cni/bridge"),
-        ("docker-registry", "/usr/bin/docker-registry"),
-        ("busybox-static", "/bin/busybox"),
-    ] {
-        if !PathBuf::from(path).exists() && !in_path(path.rsplit('/').next().unwrap_or(path)) {
-            return Some(format!("{what} is not installed"));
-        }
-    }
-    None
-}
-
-fn in_path(name: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-}
-
-macro_rules! require_runc {
-    () => {
-        if let Some(why) = missing_parts() {
-            eprintln!("skipping: {why} (scripts/test installs what these tests need)");
-            return;
-        }
-    };
-}
-
-/// A bridge name and pod CIDR no other test on this machine holds (a lock file per slot).
-struct Net {
-    bridge: String,
-    cidr: String,
-    lock: PathBuf,
-}
-
-impl Net {
-    fn take() -> Net {
-        let start = std::process::id() as usize;
-        for i in 0..200 {
-            let n = 20 + (start + i) % 200;
-            let lock = std::env::temp_dir().join(format!("skiff-test-net-{n}.lock"));
-            if std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&lock)
-                .is_ok()
-            {
-                return Net {
-                    bridge: format!("skt{n}"),
-                    cidr: format!("10.244.{n}.0/24"),
-                    lock,
-                };
-            }
-        }
-        panic!("no free test network slot (stale /tmp/skiff-test-net-*.lock files?)");
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.bridge])
-            .output();
-        let _ = std::fs::remove_file(&self.lock);
-    }
-}
-
-/// A runc cluster. The cluster drops (deleting its pods) before the network goes.
-struct Runc {
-    cluster: Cluster,
-    _net: Net,
-}
-
-impl std::ops::Deref for Runc {
-    type Target = Cluster;
-    fn deref(&self) -> &Cluster {
-        &self.cluster
-    }
-}
-
-impl Drop for Runc {
-    /// Deletes the pods and waits for the agent to remove their sandboxes (mounts, cgroups,
-    /// veths) before the cluster stops: containers outlive a stopped agent by design.
-    fn drop(&mut self) {
-        let _ = self.kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "--grace-period=1",
-            "--timeout=30s",
-        ]);
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !leftovers(self).is_empty() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-fn runc_cluster() -> Runc {
-    let net = Net::take();
-    let cluster = Cluster::with(&[
-        "--runtime",
-        "runc",
-        "--pod-cidr",
-        &net.cidr,
-        "--cni-bridge",
-        &net.bridge,
-    ]);
-    Runc { cluster, _net: net }
-}
-
-impl Runc {
-    fn apply_ok(&self, yaml: &str) {
-        self.apply(yaml).ok();
-    }
-
-    fn logs(&self, pod: &str, container: &str) -> String {
-        self.kubectl(&["logs", pod, "-c", container]).stdout
-    }
-
-    fn wait_logs(&self, pod: &str, container: &str, text: &str, secs: u64) -> String {
-        eventually(secs, || {
-            let l = self.logs(pod, container);
-            l.contains(text).then_some(l)
-        })
-    }
-
-    fn skiff(&self, args: &[&str]) -> common::Out {
-        let out = Command::new(env!("CARGO_BIN_EXE_skiff"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(self.data_dir())
-            .output()
-            .expect("run skiff");
-        common::Out {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-}
+use common::runc::Runc;
 
 /// GET `path` from `ip:port` over plain HTTP/1.0; the whole response.
 fn http_get(ip: &str, port: u16, path: &str) -> Option<String> {
@@ -181,10 +33,12 @@ fn http_get(ip: &str, port: u16, path: &str) -> Option<String> {
 
 #[test]
 fn a_pod_pulls_its_image_shares_an_emptydir_and_serves_http_at_its_ip() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
     let image = reg.push("busybox", "1");
-    let c = runc_cluster();
+    let c = Runc::start();
     c.apply_ok(&format!(
         r#"
 apiVersion: v1
@@ -209,11 +63,11 @@ spec:
     ));
     c.wait_status("web", "Running", Some("1/1"), 90);
     let ip = c.field("web", "{.status.podIP}");
-    let prefix = c._net.cidr.rsplit_once('.').unwrap().0.to_string();
+    let prefix = c.slot.pod_cidr().rsplit_once('.').unwrap().0.to_string();
     assert!(
         ip.starts_with(&prefix),
         "pod IP {ip} not in {}",
-        c._net.cidr
+        c.slot.pod_cidr()
     );
     let body = eventually(20, || http_get(&ip, 8080, "/"));
     assert!(body.contains("hello-from-init"), "{body}");
@@ -266,10 +120,12 @@ spec:
 
 #[test]
 fn containers_of_a_pod_share_localhost_and_the_pods_hostname() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
     let image = reg.push("busybox", "1");
-    let c = runc_cluster();
+    let c = Runc::start();
     c.apply_ok(&format!(
         r#"
 apiVersion: v1
@@ -295,10 +151,12 @@ spec:
 
 #[test]
 fn image_defaults_env_and_working_dir_apply_as_in_kubernetes() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
     let image = reg.push("busybox", "1");
-    let c = runc_cluster();
+    let c = Runc::start();
     c.apply_ok(&format!(
         r#"
 apiVersion: v1
@@ -328,10 +186,12 @@ spec:
 
 #[test]
 fn a_container_over_its_memory_limit_is_oomkilled() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
     let image = reg.push("busybox", "1");
-    let c = runc_cluster();
+    let c = Runc::start();
     c.apply_ok(&format!(
         r#"
 apiVersion: v1
@@ -360,12 +220,14 @@ spec:
 
 #[test]
 fn a_missing_tag_backs_off_and_recovers_once_pushed() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
     reg.push("busybox", "1");
     let image = format!("{}/busybox:later", reg.host());
     let missing_repo = format!("{}/nothing:1", reg.host());
-    let c = runc_cluster();
+    let c = Runc::start();
     c.apply_ok(&format!(
         r#"
 apiVersion: v1
@@ -405,10 +267,12 @@ spec:
 
 #[test]
 fn a_private_registry_needs_an_image_pull_secret() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(Some("alice:s3cret"));
     let image = reg.push("busybox", "1");
-    let c = runc_cluster();
+    let c = Runc::start();
     c.apply_ok(&format!(
         r#"
 apiVersion: v1
@@ -448,9 +312,11 @@ spec:
 
 #[test]
 fn pull_policy_never_and_invalid_names_are_reported() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
-    let c = runc_cluster();
+    let c = Runc::start();
     let absent = format!("{}/busybox:absent", reg.host());
     c.apply_ok(&format!(
         r#"
@@ -482,10 +348,12 @@ spec:
 
 #[test]
 fn exec_and_exec_probes_run_inside_the_container() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
     let image = reg.push("busybox", "1");
-    let c = runc_cluster();
+    let c = Runc::start();
     c.apply_ok(&format!(
         r#"
 apiVersion: v1
@@ -532,7 +400,9 @@ spec:
 
 #[test]
 fn skiff_image_import_loads_an_image_without_a_registry() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     // The registry helper only builds the OCI layout here; nothing is pushed or pulled.
     let reg = Registry::start(None);
     let layout = reg.layout();
@@ -543,7 +413,7 @@ fn skiff_image_import_loads_an_image_without_a_registry() {
     index["manifests"][0]["annotations"]["io.containerd.image.name"] =
         "skiff.test/busybox:imported".into();
     std::fs::write(&index_path, index.to_string()).unwrap();
-    let c = runc_cluster();
+    let c = Runc::start();
     let out = c.skiff(&["image", "import", layout.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
@@ -569,35 +439,14 @@ spec:
     c.wait_status("imported", "Running", None, 60);
 }
 
-/// What the runc runtime still holds for the cluster: pod directories, mounts under its state,
-/// pod cgroups (memory controller).
-fn leftovers(c: &Runc) -> Vec<String> {
-    let state = c.data_dir().join("agent/runc");
-    let mut left: Vec<String> = std::fs::read_dir(state.join("pods"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| format!("pod dir {}", e.file_name().to_string_lossy()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let needle = state.to_string_lossy().into_owned();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    left.extend(
-        mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(4))
-            .filter(|m| m.starts_with(&needle))
-            .map(|m| format!("mount {m}")),
-    );
-    left
-}
-
 #[test]
 fn deleted_pods_leave_no_sandbox_mount_or_cgroup_behind() {
-    require_runc!();
+    if common::runc::skip() {
+        return;
+    }
     let reg = Registry::start(None);
     let image = reg.push("busybox", "1");
-    let c = runc_cluster();
+    let c = Runc::start();
     for round in 0..3 {
         c.apply_ok(&format!(
             r#"
@@ -625,7 +474,7 @@ spec:
         c.kubectl(&["delete", "pods", "--all", "--wait"]).ok();
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let left = leftovers(&c);
+            let left = c.leftovers();
             if left.is_empty() {
                 break;
             }

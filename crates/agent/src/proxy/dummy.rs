@@ -26,24 +26,37 @@ async fn ip(args: &[&str]) -> Result<String, String> {
     }
 }
 
-/// Creates the dummy interface if missing and brings it up; returns the device to put the
-/// cluster IPs on: the dummy, or `lo` when the kernel has no dummy link type.
-pub(crate) async fn ensure_interface(name: &str) -> Result<String, String> {
+/// Where the cluster IPs go: the device, and the label marking the addresses this proxy adds
+/// (IPv4 only; a label starts with the device name and has at most 15 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Iface {
+    pub dev: String,
+    pub label: String,
+}
+
+impl Iface {
+    fn new(dev: &str, tag: &str) -> Iface {
+        let mut label = format!("{dev}:{tag}");
+        label.truncate(15);
+        Iface {
+            dev: dev.to_string(),
+            label,
+        }
+    }
+}
+
+/// Creates the dummy interface `name` if missing and brings it up. A kernel without the dummy
+/// link type gets the addresses on `lo`, labelled `lo:<name>` so that proxies configured with
+/// different names never take each other's addresses for stale ones.
+pub(crate) async fn ensure_interface(name: &str) -> Result<Iface, String> {
     if ip(&["link", "show", "dev", name]).await.is_err()
         && let Err(e) = ip(&["link", "add", name, "type", "dummy"]).await
     {
         tracing::info!(error = %e, "no dummy interface: cluster IPs go on lo");
-        return Ok("lo".to_string());
+        return Ok(Iface::new("lo", name));
     }
     ip(&["link", "set", "dev", name, "up"]).await?;
-    Ok(name.to_string())
-}
-
-/// The address label marking the addresses the proxy added (IPv4 only; at most 15 bytes).
-fn label(dev: &str) -> String {
-    let mut l = format!("{dev}:skiff");
-    l.truncate(15);
-    l
+    Ok(Iface::new(name, "skiff"))
 }
 
 fn host_prefix(addr: IpAddr) -> String {
@@ -54,32 +67,37 @@ fn host_prefix(addr: IpAddr) -> String {
 }
 
 /// Adds `addr` to the interface (no error if it is there already).
-pub(crate) async fn add_address(name: &str, addr: IpAddr) -> Result<(), String> {
+pub(crate) async fn add_address(iface: &Iface, addr: IpAddr) -> Result<(), String> {
     let prefix = host_prefix(addr);
-    let label = label(name);
-    let mut args = vec!["addr", "replace", prefix.as_str(), "dev", name];
+    let mut args = vec![
+        "addr",
+        "replace",
+        prefix.as_str(),
+        "dev",
+        iface.dev.as_str(),
+    ];
     if addr.is_ipv6() {
         // No duplicate address detection: the address must be bindable at once.
         args.push("nodad");
     } else {
-        args.extend(["label", label.as_str()]);
+        args.extend(["label", iface.label.as_str()]);
     }
     ip(&args).await.map(|_| ())
 }
 
 /// Removes `addr` from the interface.
-pub(crate) async fn del_address(name: &str, addr: IpAddr) -> Result<(), String> {
+pub(crate) async fn del_address(iface: &Iface, addr: IpAddr) -> Result<(), String> {
     let prefix = host_prefix(addr);
-    ip(&["addr", "del", prefix.as_str(), "dev", name])
+    ip(&["addr", "del", prefix.as_str(), "dev", iface.dev.as_str()])
         .await
         .map(|_| ())
 }
 
 /// The host addresses (/32, /128) the interface carries, loopback and link-local ones aside:
 /// those the proxy may have put there.
-pub(crate) async fn addresses(name: &str) -> Result<Vec<IpAddr>, String> {
-    let text = ip(&["-j", "addr", "show", "dev", name]).await?;
-    Ok(parse_addresses(&text, &label(name)))
+pub(crate) async fn addresses(iface: &Iface) -> Result<Vec<IpAddr>, String> {
+    let text = ip(&["-j", "addr", "show", "dev", iface.dev.as_str()]).await?;
+    Ok(parse_addresses(&text, &iface.label))
 }
 
 /// The host addresses of `ip -j addr show` output, loopback and link-local ones aside; IPv4
@@ -127,14 +145,15 @@ mod tests {
                          {"family":"inet6","local":"fe80::1","prefixlen":128},
                          {"family":"inet6","local":"fd00::1","prefixlen":128}]}]"#;
         assert_eq!(
-            parse_addresses(text, &label("skiff-svc")),
+            parse_addresses(text, &Iface::new("skiff-svc", "skiff").label),
             vec![
                 "10.96.0.1".parse::<IpAddr>().unwrap(),
                 "fd00::1".parse().unwrap()
             ]
         );
         assert!(parse_addresses("", "x").is_empty());
-        assert_eq!(label("lo"), "lo:skiff");
+        assert_eq!(Iface::new("lo", "skiff-svc").label, "lo:skiff-svc");
+        assert_eq!(Iface::new("skiff-svc", "skiff").label, "skiff-svc:skiff");
         assert_eq!(host_prefix("10.0.0.1".parse().unwrap()), "10.0.0.1/32");
     }
 }

@@ -58,6 +58,8 @@ struct Listeners {
     assigned: BTreeSet<IpAddr>,
     /// Addresses found on the interface at start, removed after the first table change.
     stale: Option<BTreeSet<IpAddr>>,
+    /// Where cluster IPs go (None: cluster IPs are not served).
+    iface: Option<dummy::Iface>,
     open_tx: watch::Sender<BTreeSet<SocketAddr>>,
 }
 
@@ -70,9 +72,11 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
     open_tx: watch::Sender<BTreeSet<SocketAddr>>,
     stale: BTreeSet<IpAddr>,
+    iface: Option<dummy::Iface>,
 ) {
     let mut l = Listeners {
-        stale: cfg.cluster_ip.then_some(stale),
+        stale: iface.is_some().then_some(stale),
+        iface,
         cfg,
         shared,
         open: BTreeMap::new(),
@@ -151,16 +155,16 @@ impl Listeners {
             }
         }
         self.failed.retain(|addr, _| desired.contains_key(addr));
-        let wanted_ips = if self.cfg.cluster_ip {
-            routing::desired_cluster_ips(table)
-        } else {
-            BTreeSet::new()
+        let wanted_ips = match &self.iface {
+            Some(_) => routing::desired_cluster_ips(table),
+            None => BTreeSet::new(),
         };
         for ip in wanted_ips.difference(&self.assigned.clone()) {
-            match dummy::add_address(&self.cfg.dummy_interface, *ip).await {
+            let Some(iface) = &self.iface else { break };
+            match dummy::add_address(iface, *ip).await {
                 Ok(()) => {
                     self.assigned.insert(*ip);
-                    tracing::info!(cluster_ip = %ip, interface = %self.cfg.dummy_interface, "cluster IP added");
+                    tracing::info!(cluster_ip = %ip, interface = %iface.dev, "cluster IP added");
                 }
                 Err(e) => tracing::warn!(cluster_ip = %ip, error = %e, "cannot add the cluster IP"),
             }
@@ -200,7 +204,8 @@ impl Listeners {
         }
         let gone: Vec<IpAddr> = self.assigned.difference(&wanted_ips).copied().collect();
         for ip in gone {
-            match dummy::del_address(&self.cfg.dummy_interface, ip).await {
+            let Some(iface) = &self.iface else { break };
+            match dummy::del_address(iface, ip).await {
                 Ok(()) => tracing::info!(cluster_ip = %ip, "cluster IP removed"),
                 Err(e) => {
                     tracing::warn!(cluster_ip = %ip, error = %e, "cannot remove the cluster IP")
@@ -212,11 +217,12 @@ impl Listeners {
     }
 
     async fn remove_stale(&mut self, stale: BTreeSet<IpAddr>) {
+        let Some(iface) = &self.iface else { return };
         for ip in stale {
             if self.assigned.contains(&ip) {
                 continue;
             }
-            match dummy::del_address(&self.cfg.dummy_interface, ip).await {
+            match dummy::del_address(iface, ip).await {
                 Ok(()) => tracing::info!(cluster_ip = %ip, "stale cluster IP removed"),
                 Err(e) => {
                     tracing::warn!(cluster_ip = %ip, error = %e, "cannot remove a stale cluster IP")
@@ -231,8 +237,10 @@ impl Listeners {
             let _ = o.task.await;
             tracing::info!(%addr, service = %o.key, "listener closed");
         }
-        for ip in std::mem::take(&mut self.assigned) {
-            if let Err(e) = dummy::del_address(&self.cfg.dummy_interface, ip).await {
+        let assigned = std::mem::take(&mut self.assigned);
+        for ip in assigned {
+            let Some(iface) = &self.iface else { break };
+            if let Err(e) = dummy::del_address(iface, ip).await {
                 tracing::warn!(cluster_ip = %ip, error = %e, "cannot remove the cluster IP");
             }
         }

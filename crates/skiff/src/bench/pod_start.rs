@@ -36,6 +36,7 @@ pub async fn run(b: PodStart) -> Result<(), String> {
         pki_dir: dir.join("pki"),
         bind: "127.0.0.1:0".parse().expect("address"),
         extra_sans: vec![],
+        network: Default::default(),
     };
     let server = skiff_apiserver::start(cfg, Arc::new(store))
         .await
@@ -51,7 +52,7 @@ pub async fn run(b: PodStart) -> Result<(), String> {
     };
     let (runtime, why) = crate::runtime::build(&b.runtime, &agent_cfg.state_dir, "127.0.0.1")?;
     println!("runtime: {why}");
-    let agent = Agent::start_with_runtime(client.clone(), agent_cfg, runtime).await?;
+    let agent = Agent::start_with_proxy(client.clone(), agent_cfg, runtime, None).await?;
     let result = measure(&client, &b).await;
     println!("cleaning up");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");

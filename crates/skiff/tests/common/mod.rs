@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod registry;
+pub mod runc;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
