@@ -13,6 +13,7 @@ use skiff_apiserver::ServerConfig;
 use skiff_store::RedbStore;
 
 mod pod_start;
+mod proxy;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -61,6 +62,9 @@ pub enum Which {
     /// Pod start latency on one node with a real runtime: create → Running seen on a watch, for
     /// pods created one after another with the image already present.
     PodStart(pod_start::PodStart),
+    /// The service proxy's cost: requests/s and latency directly and through a NodePort, with
+    /// kept-alive connections and with a connection per request.
+    Proxy(proxy::ProxyBench),
 }
 
 pub async fn run(which: Which) -> Result<(), String> {
@@ -93,6 +97,7 @@ pub async fn run(which: Which) -> Result<(), String> {
             .await
         }
         Which::PodStart(b) => pod_start::run(b).await,
+        Which::Proxy(b) => proxy::run(b).await,
     }
 }
 

@@ -22,6 +22,10 @@ pub struct PodStart {
     /// Pods to start.
     #[arg(long, default_value_t = 100)]
     pub pods: usize,
+    /// Delete each pod (grace period 0) once it runs, before creating the next: a create/delete
+    /// churn; at the end, report what the runtime left behind (mounts, cgroups, pod dirs).
+    #[arg(long)]
+    pub delete_each: bool,
     /// The image every pod runs (`sleep 3600`); pulled once before timing starts.
     #[arg(long, default_value = "busybox:1")]
     pub image: String,
@@ -54,6 +58,9 @@ pub async fn run(b: PodStart) -> Result<(), String> {
     println!("runtime: {why}");
     let agent = Agent::start_with_proxy(client.clone(), agent_cfg, runtime, None).await?;
     let result = measure(&client, &b).await;
+    if b.delete_each && result.is_ok() {
+        report_leftovers(&dir.join("agent")).await;
+    }
     println!("cleaning up");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let _ = pods
@@ -163,7 +170,16 @@ async fn measure(client: &kube::Client, b: &PodStart) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let at = wait_running(name, Duration::from_secs(60)).await?;
         latencies.push(at.saturating_duration_since(sent));
-        if (i + 1) % 10 == 0 {
+        if b.delete_each {
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                ..DeleteParams::default()
+            };
+            pods.delete(&format!("pod-{i}"), &dp)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if (i + 1) % 10 == 0 || (b.delete_each && (i + 1) % 100 == 0) {
             println!("{} / {} pods running", i + 1, b.pods);
         }
     }
@@ -179,4 +195,34 @@ async fn measure(client: &kube::Client, b: &PodStart) -> Result<(), String> {
         ms(*latencies.last().unwrap_or(&Duration::ZERO)),
     );
     Ok(())
+}
+
+/// After a churn: waits (up to 2 minutes) for the runtime to remove every deleted pod, then
+/// prints what is left under the agent's state: pod directories, mounts, pod cgroups.
+async fn report_leftovers(agent_dir: &std::path::Path) {
+    let pods_dir = agent_dir.join("runc/pods");
+    let count_pods = || std::fs::read_dir(&pods_dir).map_or(0, |d| d.count());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count_pods() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let needle = agent_dir.to_string_lossy().into_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(4)
+                .is_some_and(|m| m.starts_with(&needle))
+        })
+        .count();
+    let cgroups = std::fs::read_dir("/sys/fs/cgroup/memory/skiff").map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("pod"))
+            .count()
+    });
+    println!(
+        "left behind after the churn: {} pod dirs, {mounts} mounts under the agent's state, {cgroups} pod memory cgroups",
+        count_pods()
+    );
 }
