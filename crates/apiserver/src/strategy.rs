@@ -202,7 +202,8 @@ pub fn prepare_create(info: &ResourceInfo, obj: &mut Value, now: Timestamp) {
     }
 }
 
-/// Create-time admission: the kind's defaults plus what admission adds (pod tolerations, QoS),
+/// Create-time admission: the kind's defaults plus what admission adds (pod service account,
+/// tolerations, QoS),
 /// then validation. A pod is decoded to its typed form once for all of it (this is the create
 /// hot path).
 pub fn admit_create(info: &ResourceInfo, obj: &mut Value) -> ApiResult<Vec<FieldError>> {
@@ -211,6 +212,7 @@ pub fn admit_create(info: &ResourceInfo, obj: &mut Value) -> ApiResult<Vec<Field
     }
     let mut pod: Pod = from_value(obj)?;
     skiff_core::pod::default_pod(&mut pod);
+    skiff_core::pod::default_service_account(&mut pod);
     skiff_core::pod::add_default_tolerations(&mut pod);
     let qos = skiff_core::pod::qos_class(pod.spec.as_ref().unwrap_or(&Default::default()));
     let errs = skiff_core::pod::validate_pod(&pod);
@@ -267,10 +269,12 @@ pub fn validate_update(
     use skiff_core::{pod, validation as v};
     if info.kind == "Pod" {
         // Covers the metadata rules and the pod's own, as Kubernetes' ValidatePodUpdate does.
-        return Ok(pod::validate_pod_update(
-            &from_value(new)?,
-            &from_value(old)?,
-        ));
+        let (new, old): (Pod, Pod) = (from_value(new)?, from_value(old)?);
+        let mut errs = pod::validate_pod_update(&new, &old);
+        if sub == Some("status") {
+            errs.extend(pod::validate_pod_status_update(&new, &old));
+        }
+        return Ok(errs);
     }
     match info.kind {
         // Their update rules include the metadata and create rules, as in Kubernetes.
@@ -344,6 +348,15 @@ pub fn prepare_update(info: &ResourceInfo, sub: Option<&str>, new: &mut Value, o
             if let Some(rv) = rv {
                 object::meta_mut(new).insert("resourceVersion".into(), json!(rv));
             }
+            // The QoS class is set once at creation; a status write that omits it keeps it.
+            if info.kind == "Pod"
+                && new
+                    .pointer("/status/qosClass")
+                    .is_none_or(|q| q.is_null() || q == "")
+                && let Some(q) = old.pointer("/status/qosClass")
+            {
+                new["status"]["qosClass"] = q.clone();
+            }
         }
         Some("finalize") => {
             let finalizers = new.pointer("/spec/finalizers").cloned();
@@ -414,4 +427,38 @@ fn endpoint_slice_generation(new: &mut Value, old: &Value) {
         || new.pointer("/metadata/labels") != old.pointer("/metadata/labels");
     let generation = if changed { old_gen + 1 } else { old_gen };
     object::meta_mut(new).insert("generation".into(), json!(generation));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> &'static ResourceInfo {
+        crate::resources::lookup("", "v1", "pods").unwrap()
+    }
+
+    #[test]
+    fn pods_are_admitted_with_a_service_account_and_a_qos_class() {
+        let mut obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        admit_create(pods(), &mut obj).unwrap();
+        assert_eq!(obj["spec"]["serviceAccountName"], "default");
+        assert_eq!(obj["spec"]["serviceAccount"], "default");
+        assert_eq!(obj["status"]["qosClass"], "BestEffort");
+    }
+
+    #[test]
+    fn a_status_update_without_qos_class_keeps_it() {
+        let old = json!({"metadata": {"name": "p"}, "spec": {},
+            "status": {"phase": "Pending", "qosClass": "Burstable"}});
+        let mut new = json!({"metadata": {"name": "p"}, "status": {"phase": "Running"}});
+        prepare_update(pods(), Some("status"), &mut new, &old);
+        assert_eq!(
+            new["status"],
+            json!({"phase": "Running", "qosClass": "Burstable"})
+        );
+        let mut new = json!({"metadata": {"name": "p"}, "status": {"qosClass": null}});
+        prepare_update(pods(), Some("status"), &mut new, &old);
+        assert_eq!(new["status"]["qosClass"], "Burstable");
+    }
 }

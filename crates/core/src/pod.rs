@@ -8,8 +8,9 @@
 //! and §11.
 //!
 //! Not reproduced: rounding resource quantities up to milli-units (the quantity module's
-//! canonical text does that when objects are re-serialised), pod-level resources (feature gate
-//! off in 1.33), and the service-account admission (it defaults `serviceAccountName` later).
+//! canonical text does that when objects are re-serialised) and pod-level resources (feature gate
+//! off in 1.33). [`default_service_account`] is the ServiceAccount admission plugin's defaulting
+//! only: no token volume is projected, because skiff issues no service-account tokens yet.
 
 use crate::quantity::Quantity;
 use crate::validation::FieldError;
@@ -87,6 +88,58 @@ pub fn default_pod(pod: &mut Pod) {
         }
     }
     default_priority(spec);
+    mirror_service_account(spec);
+}
+
+/// The deprecated `serviceAccount` field is an alias of `serviceAccountName`: the v1 conversion
+/// fills the name from the alias when only the alias is given, and always writes the alias back
+/// from the name.
+fn mirror_service_account(spec: &mut PodSpec) {
+    if spec
+        .service_account_name
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+        && let Some(alias) = spec.service_account.clone().filter(|a| !a.is_empty())
+    {
+        spec.service_account_name = Some(alias);
+    }
+    if let Some(name) = spec.service_account_name.clone().filter(|n| !n.is_empty()) {
+        spec.service_account = Some(name);
+    }
+}
+
+/// The service account a pod runs as when it names none.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// The annotation that marks a mirror pod (a static pod's reflection in the API).
+pub const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// The defaulting half of the ServiceAccount admission plugin: a pod that names no service
+/// account runs as `default` (`serviceAccount` mirrors it); mirror pods are left alone.
+///
+/// Not reproduced: the plugin's lookup of the account (Kubernetes refuses the pod with 403
+/// Forbidden, `error looking up service account <ns>/<name>: serviceaccount "<name>" not
+/// found`, after retrying for about a second when the name is `default`) and the projected
+/// `kube-api-access-*` token volume. skiff issues no tokens, so nothing would be mounted from the
+/// account, and a pod created right after its namespace (before the service-account controller
+/// made `default`) is accepted rather than refused — `kubectl create ns x; kubectl run -n x` works.
+pub fn default_service_account(pod: &mut Pod) {
+    let mirror = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(MIRROR_POD_ANNOTATION));
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    if !mirror
+        && spec
+            .service_account_name
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+    {
+        spec.service_account_name = Some(DEFAULT_SERVICE_ACCOUNT.to_string());
+    }
+    mirror_service_account(spec);
 }
 
 /// `SetDefaults_Pod`: requests from limits, service links, host-network ports.
@@ -467,6 +520,28 @@ pub fn validate_pod_update(new: &Pod, old: &Pod) -> Vec<FieldError> {
     crate::validation::pod_update::validate_pod_update(new, old)
 }
 
+/// What a `pods/status` write may not change beyond [`validate_pod_update`]: the QoS class, set
+/// once at creation (`status.qosClass: Invalid value: "...": field is immutable`). The API server
+/// fills an omitted class from the old pod before this runs.
+pub fn validate_pod_status_update(new: &Pod, old: &Pod) -> Vec<FieldError> {
+    let qos = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.qos_class.clone())
+            .unwrap_or_default()
+    };
+    let (new_qos, old_qos) = (qos(new), qos(old));
+    // Unlike Kubernetes, a pod stored without a class (none is made so any more) may gain one.
+    if new_qos == old_qos || old_qos.is_empty() {
+        return Vec::new();
+    }
+    vec![FieldError::invalid(
+        "status.qosClass",
+        new_qos,
+        "field is immutable",
+    )]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -648,6 +723,45 @@ mod tests {
     }
 
     #[test]
+    fn service_account_defaults_to_default_and_is_mirrored() {
+        let mut p = pod(json!({"spec": {"containers": []}}));
+        default_pod(&mut p);
+        assert!(p.spec.as_ref().unwrap().service_account_name.is_none());
+        default_service_account(&mut p);
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+        assert_eq!(spec.service_account.as_deref(), Some("default"));
+        let mut p = pod(json!({"spec": {"containers": [], "serviceAccount": "builder"}}));
+        default_pod(&mut p);
+        default_service_account(&mut p);
+        let spec = p.spec.unwrap();
+        assert_eq!(spec.service_account_name.as_deref(), Some("builder"));
+        assert_eq!(spec.service_account.as_deref(), Some("builder"));
+        let mut p = pod(
+            json!({"spec": {"containers": [], "serviceAccountName": "x", "serviceAccount": "old"}}),
+        );
+        default_service_account(&mut p);
+        assert_eq!(p.spec.unwrap().service_account.as_deref(), Some("x"));
+        let mut p = pod(
+            json!({"metadata": {"annotations": {MIRROR_POD_ANNOTATION: "h"}}, "spec": {"containers": []}}),
+        );
+        default_service_account(&mut p);
+        assert!(p.spec.unwrap().service_account_name.is_none());
+    }
+
+    #[test]
+    fn qos_class_cannot_change_on_status_updates() {
+        let old = pod(json!({"spec": {"containers": []}, "status": {"qosClass": "BestEffort"}}));
+        assert!(validate_pod_status_update(&old, &old).is_empty());
+        let new = pod(json!({"spec": {"containers": []}, "status": {"qosClass": "Guaranteed"}}));
+        let errs = validate_pod_status_update(&new, &old);
+        assert_eq!(
+            errs[0].to_string(),
+            r#"status.qosClass: Invalid value: "Guaranteed": field is immutable"#
+        );
+    }
+
+    #[test]
     fn default_tolerations() {
         let mut p = pod(json!({"spec": {"containers": []}}));
         add_default_tolerations(&mut p);
@@ -738,6 +852,25 @@ mod tests {
             qos_class(&spec_with(&[(&[], &[("cpu", "1")])])),
             "Burstable"
         );
+    }
+
+    #[test]
+    fn init_containers_count_towards_the_qos_class() {
+        let both: [(&str, &str); 2] = [("cpu", "1"), ("memory", "1Gi")];
+        let with_init = |init: Resources| {
+            let mut spec = spec_with(&[(&both, &both)]);
+            let init_spec = spec_with(&[init]);
+            spec.init_containers = Some(init_spec.containers);
+            spec
+        };
+        // An init container without limits spoils Guaranteed.
+        assert_eq!(qos_class(&with_init((&[], &[]))), "Burstable");
+        assert_eq!(qos_class(&with_init((&both, &both))), "Guaranteed");
+        assert_eq!(qos_class(&with_init((&[("cpu", "1")], &[]))), "Burstable");
+        // Only an init container asks for something: not BestEffort any more.
+        let mut spec = spec_with(&[(&[], &[])]);
+        spec.init_containers = Some(spec_with(&[(&[("memory", "1Mi")], &[])]).containers);
+        assert_eq!(qos_class(&spec), "Burstable");
     }
 
     #[test]

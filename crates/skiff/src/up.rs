@@ -171,7 +171,17 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         };
         Some([
             tokio::spawn(skiff_controllers::node_lifecycle::run(client.clone(), cfg)),
-            tokio::spawn(skiff_controllers::endpoints::run(client)),
+            tokio::spawn(skiff_controllers::endpoints::run(client.clone())),
+            tokio::spawn(skiff_controllers::namespace_defaults::run_service_accounts(
+                client.clone(),
+            )),
+            tokio::spawn(
+                skiff_controllers::namespace_defaults::run_root_ca_publisher(
+                    client.clone(),
+                    server.pki.ca_pem.clone(),
+                ),
+            ),
+            tokio::spawn(skiff_controllers::taint_eviction::run(client)),
         ])
     } else {
         None
