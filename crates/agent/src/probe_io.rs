@@ -10,6 +10,7 @@
 //! * [`tcp_socket`]: the connection opens within the timeout.
 //! * [`exec_probe`]: the command exits 0 within the timeout, run through the [`Runtime`].
 //! * [`http_hook`]: only transport errors fail a hook; the status code is ignored.
+//! * [`grpc_check`]: `grpc.health.v1.Health/Check` answers SERVING (see [`grpc`]).
 //!
 //! HTTP is plain HTTP/1.1 over one connection per request (`Connection: close`).
 
@@ -23,6 +24,9 @@ use tokio::net::TcpStream;
 
 use crate::probe::ProbeOutcome;
 use crate::runtime::{PodRef, Runtime};
+
+pub mod grpc;
+pub use grpc::grpc_check;
 
 /// The `User-Agent` of probes.
 pub const PROBE_USER_AGENT: &str = "kube-probe/1.32";

@@ -1,6 +1,7 @@
 //! Running probes and lifecycle hooks for the worker: exec handlers through the runtime
 //! (`$(VAR)` expanded from the container's static env), HTTP and TCP handlers through
-//! [`crate::probe_io`] against the pod IP (or `httpGet.host`), and the failure texts the
+//! [`crate::probe_io`] against the pod IP (or `httpGet.host`), gRPC health checks against the
+//! pod IP, and the failure texts the
 //! kubelet reports (spec §6.3, §7.2).
 
 use std::time::Duration;
@@ -109,8 +110,13 @@ pub async fn run_probe(
             .unwrap_or_else(|| ctx.node_ip.clone());
         return probe_io::tcp_socket(&host, port, timeout).await;
     }
-    if p.grpc.is_some() {
-        return ProbeOutcome::Error("gRPC probes are not supported by this agent".into());
+    if let Some(g) = &p.grpc {
+        let Some(port) = u16::try_from(g.port).ok().filter(|p| *p > 0) else {
+            return ProbeOutcome::Error(format!("invalid port number: {}", g.port));
+        };
+        let host = pod_ip.map_or_else(|| ctx.node_ip.clone(), str::to_string);
+        let service = g.service.as_deref().unwrap_or_default();
+        return probe_io::grpc_check(&host, port, service, timeout).await;
     }
     ProbeOutcome::Error("the probe has no handler".into())
 }

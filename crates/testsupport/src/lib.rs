@@ -1,0 +1,14 @@
+//! Test support for skiff's end-to-end tests.
+//!
+//! * [`health`]: a tiny gRPC health server (`grpc.health.v1.Health/Check` over h2c), run as
+//!   the `grpc-health` binary: `grpc-health --port N [--fail-after SECS]`.
+//! * [`image`]: an OCI image layout holding a binary and the shared libraries it needs
+//!   (`grpc-health oci-layout DIR [NAME]` packages itself), for `skiff image import`.
+//!
+//! Tests in other packages cannot ask Cargo for this package's binary
+//! (`CARGO_BIN_EXE_grpc-health` exists only in this package's own tests), so they find it next
+//! to their own binaries: `<target>/<profile>/grpc-health`, built by `cargo build`/`nextest
+//! --workspace`, or built on demand by the test with `cargo build -p skiff-testsupport`.
+
+pub mod health;
+pub mod image;
