@@ -205,6 +205,17 @@ pub fn pull_secrets_missing(names: &[String]) -> EventToEmit {
     }
 }
 
+/// `DeadlineExceeded` (pod-level): the pod ran past `activeDeadlineSeconds`. The kubelet's
+/// active-deadline handler records it as a Normal event.
+pub fn deadline_exceeded() -> EventToEmit {
+    EventToEmit {
+        type_: EventType::Normal,
+        reason: crate::reasons::DEADLINE_EXCEEDED,
+        message: crate::reasons::DEADLINE_EXCEEDED_MESSAGE.to_string(),
+        container: None,
+    }
+}
+
 /// Warning `FailedCreatePodSandBox` (pod-level).
 pub fn sandbox_failed(message: &str) -> EventToEmit {
     EventToEmit {

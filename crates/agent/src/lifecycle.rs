@@ -30,9 +30,10 @@
 //!   sandbox once.
 //! * Container spec changes on a running pod (`Container NAME definition changed, will be
 //!   restarted`); only the image is part of the back-off key.
-//! * In-place resize, ephemeral containers, `activeDeadlineSeconds`, evictions, admission
-//!   rejections (`OutOfcpu`…), the `ContainerStatusUnknown` synthesis for vanished containers,
-//!   termination-message budgets, `observedGeneration`.
+//! * In-place resize, ephemeral containers, evictions other than `activeDeadlineSeconds`,
+//!   admission rejections (`OutOfcpu`…), the `ContainerStatusUnknown` synthesis for vanished
+//!   containers, `observedGeneration`. The `DeadlineExceeded` event is recorded once, not on
+//!   every sync past the deadline.
 //! * Image pull secrets: the worker reads them before each pull (I/O) and records
 //!   `FailedToRetrieveImagePullSecret` once per pull that misses one, rather than on every sync.
 //!   The node's own keyring and credential-provider plugins do not exist.
@@ -186,6 +187,7 @@ pub fn decide(
     };
     let mut out = Out::default();
 
+    check_active_deadline(&cx, memory, &mut out);
     ingest(&cx, memory, &mut out);
     kill::settle_kills(&cx, memory);
     track_instances(&cx, memory);
@@ -211,6 +213,27 @@ pub fn decide(
         wake_at: out.wake_at,
         status,
         events: out.events,
+    }
+}
+
+/// `activeDeadlineSeconds` (the kubelet's active-deadline handler): once `startTime + deadline`
+/// has passed, the pod is done — every container is killed with the usual grace period and the
+/// phase becomes `Failed` with reason `DeadlineExceeded`. The deadline is read from the current
+/// spec on every decision, so setting or lowering it on a running pod takes effect at once.
+fn check_active_deadline(cx: &Cx, memory: &mut PodMemory, out: &mut Out) {
+    if memory.deadline_exceeded || memory.terminal_phase.is_some() || cx.deleting {
+        return;
+    }
+    let (Some(secs), Some(start)) = (cx.spec.active_deadline_seconds, memory.start_time) else {
+        return;
+    };
+    let deadline = start + SignedDuration::from_secs(secs);
+    if cx.now >= deadline {
+        memory.deadline_exceeded = true;
+        memory.complete = true;
+        out.events.push(events::deadline_exceeded());
+    } else {
+        out.wake(deadline);
     }
 }
 

@@ -194,6 +194,9 @@ pub struct PodMemory {
     pub(crate) complete: bool,
     pub(crate) sandbox: SandboxMemory,
     pub(crate) deletion_confirmed: bool,
+    /// `startTime + activeDeadlineSeconds` passed: the pod is killed and ends `Failed` with
+    /// reason `DeadlineExceeded`.
+    pub(crate) deadline_exceeded: bool,
 }
 
 impl Default for PodMemory {
@@ -217,6 +220,7 @@ impl PodMemory {
             complete: false,
             sandbox: SandboxMemory::default(),
             deletion_confirmed: false,
+            deadline_exceeded: false,
         }
     }
 
@@ -327,6 +331,11 @@ impl PodMemory {
     /// `ConfirmDeletion` was issued.
     pub fn deletion_confirmed(&self) -> bool {
         self.deletion_confirmed
+    }
+
+    /// The pod ran past its `activeDeadlineSeconds`.
+    pub fn deadline_exceeded(&self) -> bool {
+        self.deadline_exceeded
     }
 
     /// The first time the agent reported the pod (`status.startTime`).

@@ -17,6 +17,13 @@ pub const CREATE_CONTAINER_ERROR: &str = "CreateContainerError";
 pub const RUN_CONTAINER_ERROR: &str = "RunContainerError";
 pub const POST_START_HOOK_ERROR: &str = "PostStartHookError";
 
+/// `status.reason` of a pod killed for running past `activeDeadlineSeconds` (also the event
+/// reason).
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// `status.message` of such a pod (also the event message).
+pub const DEADLINE_EXCEEDED_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
+
 /// The error name and waiting message for a failed pull of `image` with the runtime's `error`.
 pub fn classify_pull_error(image: &str, error: &str) -> (&'static str, String) {
     if let Some(rest) = error.strip_prefix(REGISTRY_UNAVAILABLE) {

@@ -68,6 +68,9 @@ pub fn generate(
 
     let terminal = rules::pod_is_terminal(pod, spec, observed, memory);
     let mut phase = get_phase(spec, &init_statuses, &app_statuses, terminal);
+    if memory.deadline_exceeded {
+        phase = Phase::Failed;
+    }
     if !phase.is_terminal() {
         let api = old.and_then(|s| s.phase.as_deref()).and_then(Phase::parse);
         if let Some(p) = memory.terminal_phase.or(api.filter(|p| p.is_terminal())) {
@@ -121,6 +124,8 @@ pub fn generate(
     }
 
     app_statuses.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut init_statuses = init_statuses;
+    limit_termination_messages(&mut init_statuses, &mut app_statuses);
 
     let same_phase = old.and_then(|s| s.phase.as_deref()) == Some(phase.as_str());
     let pod_ips: Vec<PodIP> = if observed.pod_ips.is_empty() {
@@ -139,12 +144,16 @@ pub fn generate(
     PodStatus {
         phase: Some(phase.as_str().to_string()),
         conditions: Some(conditions),
-        reason: if same_phase {
+        reason: if memory.deadline_exceeded {
+            Some(crate::reasons::DEADLINE_EXCEEDED.to_string())
+        } else if same_phase {
             old.and_then(|s| s.reason.clone())
         } else {
             None
         },
-        message: if same_phase {
+        message: if memory.deadline_exceeded {
+            Some(crate::reasons::DEADLINE_EXCEEDED_MESSAGE.to_string())
+        } else if same_phase {
             old.and_then(|s| s.message.clone())
         } else {
             None
@@ -161,6 +170,36 @@ pub fn generate(
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(app_statuses),
         ..PodStatus::default()
+    }
+}
+
+/// Termination messages share this many bytes per pod, divided evenly across its containers.
+pub const POD_TERMINATION_MESSAGE_BUDGET: usize = 12 * 1024;
+
+/// Cuts each `state`/`lastState` termination message to the pod's per-container share of
+/// [`POD_TERMINATION_MESSAGE_BUDGET`] (at a character boundary), as the kubelet's status
+/// manager does before writing.
+pub fn limit_termination_messages(init: &mut [ContainerStatus], app: &mut [ContainerStatus]) {
+    let n = init.len() + app.len();
+    if n == 0 {
+        return;
+    }
+    let share = POD_TERMINATION_MESSAGE_BUDGET / n;
+    for st in init.iter_mut().chain(app.iter_mut()) {
+        for state in [st.state.as_mut(), st.last_state.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(m) = state.terminated.as_mut().and_then(|t| t.message.as_mut())
+                && m.len() > share
+            {
+                let mut end = share;
+                while !m.is_char_boundary(end) {
+                    end -= 1;
+                }
+                m.truncate(end);
+            }
+        }
     }
 }
 
@@ -537,6 +576,51 @@ fn ready_condition(spec: &PodSpec, others: &[PodCondition], containers_ready: &C
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn termination_messages_share_the_pod_budget() {
+        use super::*;
+        let st = |name: &str, len: usize| ContainerStatus {
+            name: name.to_string(),
+            state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    message: Some("m".repeat(len)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            last_state: Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    message: Some("é".repeat(len)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut init = vec![st("i", 100)];
+        let mut app = vec![st("a", 4096), st("b", 4096)];
+        limit_termination_messages(&mut init, &mut app);
+        let msg = |s: &ContainerStatus, last: bool| {
+            let state = if last { &s.last_state } else { &s.state };
+            state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .message
+                .clone()
+                .unwrap()
+        };
+        assert_eq!(msg(&init[0], false).len(), 100);
+        assert_eq!(msg(&app[0], false).len(), 4096);
+        // 4096 two-byte characters: cut to the 4096-byte share, whole characters only.
+        assert_eq!(msg(&app[1], true).len(), 4096);
+        let mut app = vec![st("a", 7000), st("b", 10)];
+        limit_termination_messages(&mut [], &mut app);
+        assert_eq!(msg(&app[0], false).len(), 6144);
+    }
+
     use super::*;
     use k8s_openapi::api::core::v1::ContainerStateRunning;
 

@@ -606,6 +606,14 @@ impl Worker {
         {
             instance.state = InstanceState::Exited(exit);
         }
+        let known_exited = self.instances.get(container).is_some_and(|l| {
+            l.iter()
+                .any(|i| i.id == instance.id && matches!(i.state, InstanceState::Exited(_)))
+        });
+        if !known_exited && let InstanceState::Exited(exit) = instance.state.clone() {
+            let exit = self.with_termination_message(container, instance.attempt, exit);
+            instance.state = InstanceState::Exited(exit);
+        }
         let list = self.instances.entry(container.to_string()).or_default();
         if let Some(existing) = list.iter_mut().find(|i| i.id == instance.id) {
             if !matches!(existing.state, InstanceState::Exited(_)) {
@@ -633,15 +641,61 @@ impl Worker {
     }
 
     fn apply_exit(&mut self, id: &str, exit: Exit) {
-        for list in self.instances.values_mut() {
-            if let Some(i) = list.iter_mut().find(|i| i.id == id) {
-                if !matches!(i.state, InstanceState::Exited(_)) {
-                    i.state = InstanceState::Exited(exit);
-                }
-                return;
-            }
+        let found = self.instances.iter().find_map(|(name, list)| {
+            list.iter().find(|i| i.id == id).map(|i| {
+                (
+                    name.clone(),
+                    i.attempt,
+                    matches!(i.state, InstanceState::Exited(_)),
+                )
+            })
+        });
+        let Some((name, attempt, exited)) = found else {
+            self.pending_exits.insert(id.to_string(), exit);
+            return;
+        };
+        if exited {
+            return;
         }
-        self.pending_exits.insert(id.to_string(), exit);
+        let exit = self.with_termination_message(&name, attempt, exit);
+        if let Some(i) = self
+            .instances
+            .get_mut(&name)
+            .and_then(|l| l.iter_mut().find(|i| i.id == id))
+        {
+            i.state = InstanceState::Exited(exit);
+        }
+    }
+
+    /// `state.terminated.message` of an exited instance, as the kubelet fills it: the
+    /// instance's termination message file (see `config::termination_file`), or under
+    /// `FallbackToLogsOnError` the end of its log; appended to the runtime's own message.
+    fn with_termination_message(&self, container: &str, attempt: u32, mut exit: Exit) -> Exit {
+        let Some(c) = self.pod.spec.as_ref().and_then(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+                .find(|c| c.name == container)
+        }) else {
+            return exit;
+        };
+        let file =
+            config::termination_file(&self.ctx.pod_dir(&self.pod_ref.uid), container, attempt);
+        let content = read_head(&file, crate::rules::TERMINATION_MESSAGE_MAX_BYTES);
+        let log_path = self.runtime().log_path(&self.pod_ref, container, attempt);
+        let message = crate::rules::termination_message(
+            c.termination_message_policy.as_deref(),
+            &content,
+            exit.exit_code,
+            || read_tail(&log_path, 256 * 1024),
+        );
+        if !message.is_empty() {
+            exit.message = Some(match exit.message.take().filter(|m| !m.is_empty()) {
+                Some(m) => format!("{m}: {message}"),
+                None => message,
+            });
+        }
+        exit
     }
 
     async fn on_runtime_event(&mut self, ev: RuntimeEvent) {
@@ -747,6 +801,7 @@ impl Worker {
                         node_ip: &ctx.node_ip,
                         pod_ip: pod_ip.as_deref(),
                         pod_dir: &pod_dir,
+                        allocatable: node_allocatable(&ctx.pods_dir),
                     };
                     let cfg = match config::resolve(&env, &pod, &c, attempt).await {
                         Ok(cfg) => cfg,
@@ -1021,6 +1076,47 @@ enum Step {
 enum Write {
     Gone,
     Retry,
+}
+
+type ResourceList =
+    std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>;
+
+/// The node's allocatable resources (read once), for `resourceFieldRef` without a limit.
+fn node_allocatable(state_dir: &std::path::Path) -> &'static ResourceList {
+    static ALLOCATABLE: std::sync::OnceLock<ResourceList> = std::sync::OnceLock::new();
+    ALLOCATABLE.get_or_init(|| crate::node::Machine::read(state_dir).allocatable())
+}
+
+/// The first `max` bytes of a file (nothing when it cannot be read).
+fn read_head(path: &std::path::Path, max: usize) -> Vec<u8> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(max as u64).read_to_end(&mut buf);
+    }
+    buf
+}
+
+/// The last `max` bytes of a file, from the first whole line in them.
+fn read_tail(path: &std::path::Path, max: u64) -> Vec<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(max);
+    let mut buf = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut buf).is_err() {
+        return Vec::new();
+    }
+    if from > 0 {
+        let cut = buf
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(buf.len(), |i| i + 1);
+        buf.drain(..cut);
+    }
+    buf
 }
 
 fn signed(d: Duration) -> SignedDuration {

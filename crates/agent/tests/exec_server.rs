@@ -84,6 +84,7 @@ impl Fixture {
             resources: Default::default(),
             tty: false,
             stdin: false,
+            security: Default::default(),
         };
         let running = runtime
             .start_container(&pod, &config("c", &["sleep", "300"]))

@@ -427,6 +427,7 @@ fn config(name: &str, argv: &[&str]) -> ContainerConfig {
         resources: Default::default(),
         tty: false,
         stdin: false,
+        security: Default::default(),
     }
 }
 

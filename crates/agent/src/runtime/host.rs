@@ -16,6 +16,9 @@
 //!   host path is exported as `SKIFF_MOUNT_<PATH>` (`/var/lib/x` → `SKIFF_MOUNT_VAR_LIB_X`).
 //!   Nothing is created at the mount's own absolute path, and `readOnly` is not enforced. A pod
 //!   written for Kubernetes that uses `/data` directly sees the host's `/data`, if any.
+//!   The termination message file is such a mount: a process writes its message to
+//!   `$SKIFF_MOUNT_DEV_TERMINATION_LOG` (for the default `/dev/termination-log`), not to the
+//!   path itself. `securityContext` users are ignored (processes run as the agent's user).
 //! * **Environment.** The process gets only the container's env, plus `PATH` (containerd's
 //!   default), `HOME` (the pod root) and `HOSTNAME` (the pod name) when the env does not set
 //!   them, plus the `SKIFF_*` variables above. The working directory is the container's

@@ -47,6 +47,22 @@ pub struct ContainerConfig {
     /// `spec.containers[].tty` / `stdin`: the process gets a terminal / an open stdin.
     pub tty: bool,
     pub stdin: bool,
+    /// The effective `securityContext` user settings (container level over pod level).
+    pub security: Security,
+}
+
+/// What the runtime applies of the pod's and container's `securityContext` (already merged,
+/// the container's fields winning). Runtimes without users (host) ignore it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Security {
+    /// `runAsUser`: overrides the image's user.
+    pub run_as_user: Option<i64>,
+    /// `runAsGroup`: overrides the primary group.
+    pub run_as_group: Option<i64>,
+    /// `runAsNonRoot: true`: refuse to run as uid 0 (`CreateContainerConfigError`).
+    pub run_as_non_root: bool,
+    /// The pod's `supplementalGroups` then `fsGroup`: extra groups of the process.
+    pub supplemental_groups: Vec<i64>,
 }
 
 impl ContainerConfig {

@@ -805,6 +805,9 @@ impl RuncRuntime {
             user: info.config.user.clone(),
         };
         let args = spec::process_args(&config.command, &config.args, &img).map_err(create)?;
+        let pod_id = format!("{}_{}({})", pod.name, pod.namespace, pod.uid);
+        spec::verify_run_as_non_root(&config.security, img.user.as_deref(), &pod_id, &config.name)
+            .map_err(StartError::Config)?;
 
         // The directory, with a fresh id.
         let (key, dir) = loop {
@@ -843,10 +846,19 @@ impl RuncRuntime {
         };
         let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
         let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
-        let user = match spec::resolve_user(img.user.as_deref(), &passwd, &group) {
+        let user_spec = spec::effective_user(img.user.as_deref(), &config.security);
+        let mut user = match spec::resolve_user(Some(&user_spec), &passwd, &group) {
             Ok(u) => u,
             Err(e) => return Err(fail(e).await),
         };
+        for g in &config.security.supplemental_groups {
+            if let Ok(g) = u32::try_from(*g)
+                && g != user.gid
+                && !user.additional_gids.contains(&g)
+            {
+                user.additional_gids.push(g);
+            }
+        }
 
         let log_path = self.log_path(pod, &config.name, config.attempt);
         if let Some(parent) = log_path.parent()

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::runtime::{Mount, Resources};
+use crate::runtime::{Mount, Resources, Security};
 
 /// containerd's default `PATH`, used when neither the image nor the container sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -205,6 +205,68 @@ pub fn resolve_user(spec: Option<&str>, passwd: &str, group: &str) -> Result<Use
         gid,
         additional_gids,
     })
+}
+
+/// The user string to resolve: `runAsUser`/`runAsGroup` over the image's `User` (a group
+/// alone keeps the image's user, as the kubelet passes the image's uid then).
+pub fn effective_user(image_user: Option<&str>, sec: &Security) -> String {
+    let image = image_user.map(str::trim).unwrap_or("");
+    let (img_user, img_group) = match image.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (image, None),
+    };
+    let user = match sec.run_as_user {
+        Some(uid) => uid.to_string(),
+        None => img_user.to_string(),
+    };
+    let group = match sec.run_as_group {
+        Some(gid) => Some(gid.to_string()),
+        // An explicit runAsUser drops the image's group (the user's primary group applies).
+        None if sec.run_as_user.is_some() => None,
+        None => img_group.map(str::to_string),
+    };
+    match group.filter(|g| !g.is_empty()) {
+        Some(g) => format!("{user}:{g}"),
+        None => user,
+    }
+}
+
+/// The kubelet's `runAsNonRoot` check (before the container is created): an explicit
+/// `runAsUser: 0`, an image running as uid 0 (or with no user: root), or an image user name
+/// that cannot be verified fail with `CreateContainerConfigError`. `pod_id` is
+/// `NAME_NAMESPACE(UID)`.
+pub fn verify_run_as_non_root(
+    sec: &Security,
+    image_user: Option<&str>,
+    pod_id: &str,
+    container: &str,
+) -> Result<(), String> {
+    if !sec.run_as_non_root {
+        return Ok(());
+    }
+    let pod = crate::format::go_quote(pod_id);
+    if let Some(uid) = sec.run_as_user {
+        if uid == 0 {
+            return Err(format!(
+                "container's runAsUser breaks non-root policy (pod: {pod}, container: {container})"
+            ));
+        }
+        return Ok(());
+    }
+    let image = image_user.map(str::trim).unwrap_or("");
+    let user = image.split_once(':').map_or(image, |(u, _)| u);
+    match user.parse::<u32>() {
+        Ok(0) => Err(format!(
+            "container has runAsNonRoot and image will run as root (pod: {pod}, container: {container})"
+        )),
+        Ok(_) => Ok(()),
+        Err(_) if user.is_empty() => Err(format!(
+            "container has runAsNonRoot and image will run as root (pod: {pod}, container: {container})"
+        )),
+        Err(_) => Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({user}), cannot verify user is non-root (pod: {pod}, container: {container})"
+        )),
+    }
 }
 
 /// cgroup v1 cpu shares for a request in millicores (Kubernetes' rule: at least 2).
@@ -467,6 +529,70 @@ mod tests {
             "unable to find group nogroup: no matching entries in group file"
         );
         assert_eq!(resolve_user(Some("5:6"), "", "").unwrap().uid, 5);
+    }
+
+    #[test]
+    fn security_context_users() {
+        let sec = |u: Option<i64>, g: Option<i64>| Security {
+            run_as_user: u,
+            run_as_group: g,
+            ..Security::default()
+        };
+        assert_eq!(effective_user(Some("nobody"), &sec(None, None)), "nobody");
+        assert_eq!(effective_user(None, &sec(Some(1000), None)), "1000");
+        assert_eq!(effective_user(Some("1:2"), &sec(Some(1000), None)), "1000");
+        assert_eq!(
+            effective_user(Some("1:2"), &sec(Some(1000), Some(3000))),
+            "1000:3000"
+        );
+        assert_eq!(effective_user(Some("www"), &sec(None, Some(5))), "www:5");
+        let passwd = "root:x:0:0::/root:/bin/sh\n";
+        let u = resolve_user(
+            Some(&effective_user(None, &sec(Some(1000), None))),
+            passwd,
+            "",
+        )
+        .unwrap();
+        assert_eq!((u.uid, u.gid), (1000, 0));
+    }
+
+    #[test]
+    fn run_as_non_root() {
+        let non_root = |u: Option<i64>| Security {
+            run_as_user: u,
+            run_as_non_root: true,
+            ..Security::default()
+        };
+        let id = "web_default(1234)";
+        let root = "container has runAsNonRoot and image will run as root (pod: \"web_default(1234)\", container: app)";
+        assert_eq!(
+            verify_run_as_non_root(&non_root(None), None, id, "app"),
+            Err(root.to_string())
+        );
+        assert_eq!(
+            verify_run_as_non_root(&non_root(None), Some("0:0"), id, "app"),
+            Err(root.to_string())
+        );
+        assert_eq!(
+            verify_run_as_non_root(&non_root(None), Some("nobody"), id, "app"),
+            Err("container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root (pod: \"web_default(1234)\", container: app)".to_string())
+        );
+        assert_eq!(
+            verify_run_as_non_root(&non_root(None), Some("65534"), id, "app"),
+            Ok(())
+        );
+        assert_eq!(
+            verify_run_as_non_root(&non_root(Some(1000)), None, id, "app"),
+            Ok(())
+        );
+        assert_eq!(
+            verify_run_as_non_root(&non_root(Some(0)), Some("1000"), id, "app"),
+            Err("container's runAsUser breaks non-root policy (pod: \"web_default(1234)\", container: app)".to_string())
+        );
+        assert_eq!(
+            verify_run_as_non_root(&Security::default(), None, id, "app"),
+            Ok(())
+        );
     }
 
     #[test]
