@@ -1,6 +1,8 @@
 //! The agent's HTTPS server: what the API server proxies `pods/{name}/log` to
 //! (`GET /containerLogs/{namespace}/{pod}/{container}`, kubectl-wire §8) and `pods/{name}/exec`
-//! to (`GET /exec/{namespace}/{pod}/{container}`, a WebSocket; see [`exec`]).
+//! to (`GET /exec/{namespace}/{pod}/{container}`, a WebSocket; see [`exec`]), and
+//! `pods/{name}/portforward` to (`GET /portForward/{namespace}/{pod}`, SPDY/3.1 tunnelled in a
+//! WebSocket or the plain channel protocol; see [`portforward`] and [`spdy`]).
 //!
 //! The certificate is self-signed, made with rcgen at every start (the API server does not verify
 //! it, as Kubernetes does not without `--kubelet-certificate-authority`). Requests must carry
@@ -10,7 +12,9 @@
 //! the way the kubelet does: which instance is the pod status's current or last-terminated one,
 //! `previous` the one before, `tailLines` counts whole lines, `timestamps` keeps the time stamp
 //! (re-printed with 9 fraction digits), `sinceSeconds`/`sinceTime` skip older lines,
-//! `limitBytes` caps the answer, and `follow` streams until the instance exits.
+//! `limitBytes` caps the answer, and `follow` streams until the instance exits. With a
+//! WebSocket upgrade the same bytes go out as messages: `v5.channel.k8s.io`/`v4.channel.k8s.io`
+//! (channel 1, stdout) or `binary.k8s.io` (raw), then a normal close.
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -21,6 +25,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -34,6 +40,8 @@ use crate::runtime::Runtime;
 use crate::worker::{PodTable, PodView};
 
 pub mod exec;
+pub mod portforward;
+pub mod spdy;
 
 /// How often a followed log file is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
@@ -100,6 +108,10 @@ pub async fn start(
         .route(
             "/exec/{namespace}/{pod}/{container}",
             get(exec::exec).post(exec::exec),
+        )
+        .route(
+            "/portForward/{namespace}/{pod}",
+            get(portforward::port_forward).post(portforward::port_forward),
         )
         .route(
             "/attach/{namespace}/{pod}/{container}",
@@ -273,6 +285,7 @@ async fn logs(
     UrlPath((namespace, pod, container)): UrlPath<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if !authorized(&headers, &state.token) {
         return status_response(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
@@ -311,7 +324,42 @@ async fn logs(
         .log_path(&view.pod_ref, &container, inst.attempt);
     let follow = opts.follow && inst.running;
     let reader = LogReader::new(path, opts);
+    let websocket = match upgrade {
+        Ok(up) => {
+            let offered = headers
+                .get_all("sec-websocket-protocol")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>();
+            match LogProtocol::negotiate(offered.iter().copied()) {
+                Some(p) => Some((up, p)),
+                None => {
+                    return bad_request(&format!(
+                        "unsupported log streaming protocol {:?}: the agent speaks v5.channel.k8s.io, v4.channel.k8s.io and binary.k8s.io",
+                        offered.join(", ")
+                    ));
+                }
+            }
+        }
+        Err(_) => None,
+    };
+    let follow_state = Follow {
+        reader,
+        table: state.table.clone(),
+        namespace,
+        pod,
+        container,
+        id,
+        first: true,
+        ended: !follow,
+    };
+    if let Some((up, protocol)) = websocket {
+        return up
+            .protocols([protocol.name()])
+            .on_upgrade(move |ws| log_session(ws, protocol, follow_state));
+    }
     if !follow {
+        let reader = follow_state.reader;
         let out = tokio::task::spawn_blocking(move || {
             let mut r = reader;
             r.read_all()
@@ -320,17 +368,7 @@ async fn logs(
         .unwrap_or_default();
         return (StatusCode::OK, [("content-type", "text/plain")], out).into_response();
     }
-    let follow = Follow {
-        reader,
-        table: state.table.clone(),
-        namespace,
-        pod,
-        container,
-        id,
-        first: true,
-        ended: false,
-    };
-    let stream = futures::stream::unfold(follow, |mut f| async move {
+    let stream = futures::stream::unfold(follow_state, |mut f| async move {
         let chunk = f.next_chunk().await?;
         Some((Ok::<Bytes, std::io::Error>(chunk), f))
     });
@@ -340,6 +378,82 @@ async fn logs(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// The WebSocket protocols a log can be streamed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogProtocol {
+    /// `v5.channel.k8s.io` / `v4.channel.k8s.io`: binary messages whose first byte is the
+    /// channel, 1 (stdout) for the log.
+    Channel(&'static str),
+    /// `binary.k8s.io`: the log bytes as binary messages.
+    Binary,
+}
+
+impl LogProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            LogProtocol::Channel(n) => n,
+            LogProtocol::Binary => "binary.k8s.io",
+        }
+    }
+
+    /// The first protocol the agent speaks, in the client's order of preference.
+    pub fn negotiate<'a>(offered: impl IntoIterator<Item = &'a str>) -> Option<LogProtocol> {
+        offered
+            .into_iter()
+            .flat_map(|h| h.split(','))
+            .map(str::trim)
+            .find_map(|n| match n {
+                "v5.channel.k8s.io" => Some(LogProtocol::Channel("v5.channel.k8s.io")),
+                "v4.channel.k8s.io" => Some(LogProtocol::Channel("v4.channel.k8s.io")),
+                "binary.k8s.io" => Some(LogProtocol::Binary),
+                _ => None,
+            })
+    }
+
+    fn message(self, chunk: &[u8]) -> Message {
+        let mut b = Vec::with_capacity(chunk.len() + 1);
+        if let LogProtocol::Channel(_) = self {
+            b.push(exec::STDOUT);
+        }
+        b.extend_from_slice(chunk);
+        Message::Binary(Bytes::from(b))
+    }
+}
+
+/// A log over a WebSocket: the chunks as messages, then a normal close. A client that goes
+/// away ends it.
+async fn log_session(ws: WebSocket, protocol: LogProtocol, mut follow: Follow) {
+    use futures::{SinkExt, StreamExt};
+    let (mut sink, mut incoming) = ws.split();
+    let mut client_gone = tokio::spawn(async move {
+        while let Some(Ok(m)) = incoming.next().await {
+            if matches!(m, Message::Close(_)) {
+                break;
+            }
+        }
+    });
+    let send = async {
+        while let Some(chunk) = follow.next_chunk().await {
+            if sink.send(protocol.message(&chunk)).await.is_err() {
+                return;
+            }
+        }
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: 1000,
+                reason: "".into(),
+            })))
+            .await;
+    };
+    tokio::select! {
+        _ = send => {
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut client_gone).await;
+        }
+        _ = &mut client_gone => {}
+    }
+    client_gone.abort();
 }
 
 /// A followed log: new lines as they are written, until the instance exits.
@@ -365,11 +479,11 @@ impl Follow {
     /// The next non-empty chunk; None when the log ends.
     async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            if self.ended || self.reader.limit_reached() {
+            // `ended` from the start: one read of what is there (a log not followed).
+            if (self.ended && !self.first) || self.reader.limit_reached() {
                 return None;
             }
-            let running = self.still_running();
-            if !running {
+            if !self.ended && !self.still_running() {
                 // Let the runtime flush the last lines, then read them.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 self.ended = true;
@@ -742,6 +856,27 @@ mod tests {
             pick_instance(None, "c", "p", false),
             Err("container \"c\" in pod \"p\" is waiting to start: ContainerCreating".into())
         );
+    }
+
+    #[test]
+    fn log_websocket_protocols() {
+        assert_eq!(
+            LogProtocol::negotiate(["base64.binary.k8s.io, binary.k8s.io, v4.channel.k8s.io"]),
+            Some(LogProtocol::Binary)
+        );
+        assert_eq!(
+            LogProtocol::negotiate(["v5.channel.k8s.io", "v4.channel.k8s.io"]),
+            Some(LogProtocol::Channel("v5.channel.k8s.io"))
+        );
+        assert_eq!(LogProtocol::negotiate(["channel.k8s.io"]), None);
+        let Message::Binary(b) = LogProtocol::Channel("v4.channel.k8s.io").message(b"hi") else {
+            panic!("binary");
+        };
+        assert_eq!(&b[..], b"\x01hi");
+        let Message::Binary(b) = LogProtocol::Binary.message(b"hi") else {
+            panic!("binary");
+        };
+        assert_eq!(&b[..], b"hi");
     }
 
     #[test]

@@ -13,10 +13,14 @@
 //! `Sec-WebSocket-Protocol`, then copies bytes both ways until either side closes; any other
 //! answer (a Status) is relayed as is.
 //!
-//! SPDY is not spoken here. kubectl tries WebSocket first and retries with SPDY only when that
-//! failed, so a SPDY request gets the failure its WebSocket attempt just got (remembered briefly
-//! per pod and container), or else a 400 saying SPDY is not supported. `pods/portforward`, which
-//! needs SPDY framing, is answered with a 400.
+//! `pods/portforward` is proxied the same way to the agent's `GET /portForward/{namespace}/{pod}`
+//! (with the `ports` query of the plain WebSocket protocol, if any): kubectl's
+//! `SPDY/3.1+portforward.k8s.io` WebSocket carries SPDY frames, which the agent speaks, so the
+//! bytes pass through here untouched. The pod must be Running.
+//!
+//! SPDY upgrades are not spoken here. kubectl tries WebSocket first and retries with SPDY only
+//! when that failed, so a SPDY request gets the failure its WebSocket attempt just got
+//! (remembered briefly per pod and container), or else a 400 saying SPDY is not supported.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -69,6 +73,8 @@ pub enum Stream {
     Exec,
     Attach,
     PortForward,
+    /// `pods/log` with a WebSocket upgrade.
+    Log,
 }
 
 impl Stream {
@@ -77,6 +83,7 @@ impl Stream {
             Stream::Exec => "exec",
             Stream::Attach => "attach",
             Stream::PortForward => "portforward",
+            Stream::Log => "containerLogs",
         }
     }
 }
@@ -109,6 +116,58 @@ pub fn streaming_target(path: &str) -> Option<StreamTarget> {
         pod: pod.to_string(),
         stream,
     })
+}
+
+/// `pods/{name}/log` asked for with a WebSocket upgrade (client libraries do; kubectl does not):
+/// proxied like exec to the agent's `/containerLogs`, which streams the log as WebSocket
+/// messages (`v5.channel.k8s.io`/`v4.channel.k8s.io` on channel 1, or `binary.k8s.io`).
+pub fn log_upgrade_target(path: &str, headers: &HeaderMap) -> Option<StreamTarget> {
+    if upgrade_kind(headers) != Upgrade::WebSocket {
+        return None;
+    }
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["api", "v1", "namespaces", ns, "pods", pod, "log"] = segs.as_slice() else {
+        return None;
+    };
+    if ns.is_empty() || pod.is_empty() {
+        return None;
+    }
+    Some(StreamTarget {
+        namespace: ns.to_string(),
+        pod: pod.to_string(),
+        stream: Stream::Log,
+    })
+}
+
+/// The container and node of a WebSocket log request (the checks of `pods/log`).
+fn check_log(pod: &Value, name: &str, params: &Params) -> ApiResult<(String, String)> {
+    let mut containers = names_at(pod, "/spec/containers");
+    containers.extend(names_at(pod, "/spec/initContainers"));
+    let container = match params.get("container").filter(|c| !c.is_empty()) {
+        Some(c) => c.to_string(),
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return Err(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )));
+        }
+    };
+    if !containers.contains(&container) {
+        return Err(ApiError::bad_request(format!(
+            "container {container} is not valid for pod {name}"
+        )));
+    }
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(|n| n.as_str())
+        .unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
+        )));
+    }
+    Ok((container, node.to_string()))
 }
 
 /// Serves one streaming request; errors are Status responses.
@@ -232,9 +291,50 @@ fn check_pod(
     Ok((container, node.to_string()))
 }
 
-/// The agent request's query: the commands, then the streams asked for.
+/// The checks before a port-forward is proxied: the pod is running on a node. Returns no
+/// container and the node.
+fn check_forward(pod: &Value, name: &str) -> ApiResult<(String, String)> {
+    let phase = pod
+        .pointer("/status/phase")
+        .and_then(|p| p.as_str())
+        .unwrap_or("");
+    if phase != "Running" {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} is not running and cannot be forwarded to; current phase is {phase}"
+        )));
+    }
+    let node = pod
+        .pointer("/spec/nodeName")
+        .and_then(|n| n.as_str())
+        .unwrap_or("");
+    if node.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    Ok((String::new(), node.to_string()))
+}
+
+/// The agent request's query: the commands, then the streams asked for (port-forward: the
+/// ports of the plain WebSocket protocol).
 fn agent_query(stream: Stream, params: &Params) -> String {
     let mut q: Vec<String> = Vec::new();
+    if stream == Stream::Log {
+        for (k, v) in &params.pairs {
+            if crate::logs::PASSED.contains(&k.as_str()) && k != "container" {
+                q.push(format!("{k}={}", encode(v)));
+            }
+        }
+        return q.join("&");
+    }
+    if stream == Stream::PortForward {
+        for (k, v) in &params.pairs {
+            if k == "ports" {
+                q.push(format!("ports={}", encode(v)));
+            }
+        }
+        return q.join("&");
+    }
     if stream == Stream::Exec {
         for (k, v) in &params.pairs {
             if k == "command" {
@@ -262,12 +362,11 @@ async fn serve_inner(api: &Arc<Api>, mut req: Request, t: &StreamTarget) -> ApiR
     let params = Params::parse(req.uri().query());
     let pods = resources::lookup("", "v1", "pods").expect("pods");
     let (pod, _) = rest::read(api, pods, &pods.key(Some(&t.namespace), &t.pod), &t.pod).await?;
-    if t.stream == Stream::PortForward {
-        return Err(ApiError::bad_request(
-            "port forwarding is not supported by this server yet: it needs SPDY/3.1 streams, which skiff does not speak",
-        ));
-    }
-    let (container, node_name) = check_pod(&pod, &t.pod, t.stream, &params)?;
+    let (container, node_name) = match t.stream {
+        Stream::PortForward => check_forward(&pod, &t.pod)?,
+        Stream::Log => check_log(&pod, &t.pod, &params)?,
+        _ => check_pod(&pod, &t.pod, t.stream, &params)?,
+    };
     let key = (
         t.namespace.clone(),
         t.pod.clone(),
@@ -300,13 +399,17 @@ async fn serve_inner(api: &Arc<Api>, mut req: Request, t: &StreamTarget) -> ApiR
         ))
     })?;
     let query = agent_query(t.stream, &params);
-    let path = format!(
-        "/{}/{}/{}/{container}{}{query}",
-        t.stream.agent_path(),
-        t.namespace,
-        t.pod,
-        if query.is_empty() { "" } else { "?" },
-    );
+    let sep = if query.is_empty() { "" } else { "?" };
+    let path = if t.stream == Stream::PortForward {
+        format!("/portForward/{}/{}{sep}{query}", t.namespace, t.pod)
+    } else {
+        format!(
+            "/{}/{}/{}/{container}{sep}{query}",
+            t.stream.agent_path(),
+            t.namespace,
+            t.pod,
+        )
+    };
     let agent = tokio::time::timeout(
         AGENT_TIMEOUT,
         upgrade_agent(&host, port, &path, &api.agent_token, req.headers()),
@@ -341,7 +444,7 @@ async fn serve_inner(api: &Arc<Api>, mut req: Request, t: &StreamTarget) -> ApiR
                 stream = %label,
                 client = ?c.err(),
                 agent = ?a.err(),
-                "exec/attach upgrade failed"
+                "exec/attach/portforward upgrade failed"
             ),
         }
     });
@@ -605,6 +708,43 @@ mod tests {
             agent_query(Stream::Attach, &p),
             "stdin=true&stdout=true&stderr=true"
         );
+    }
+
+    #[test]
+    fn port_forward_and_websocket_logs() {
+        let running = pod(&["app"], &[], "n1", "Running");
+        assert_eq!(
+            check_forward(&running, "web").map_err(|e| e.message),
+            Ok((String::new(), "n1".to_string()))
+        );
+        let pending = pod(&["app"], &[], "n1", "Pending");
+        assert_eq!(
+            check_forward(&pending, "web").unwrap_err().message,
+            "pod web is not running and cannot be forwarded to; current phase is Pending"
+        );
+        let p = Params::parse(Some("ports=8080,9090&container=x"));
+        assert_eq!(agent_query(Stream::PortForward, &p), "ports=8080%2C9090");
+        let p = Params::parse(Some(
+            "container=app&follow=true&tailLines=3&command=x&insecureSkipTLSVerifyBackend=true",
+        ));
+        assert_eq!(agent_query(Stream::Log, &p), "follow=true&tailLines=3");
+        assert_eq!(
+            check_log(&running, "web", &Params::parse(None)).map_err(|e| e.message),
+            Ok(("app".to_string(), "n1".to_string()))
+        );
+        assert_eq!(
+            check_log(&running, "web", &Params::parse(Some("container=nope")))
+                .unwrap_err()
+                .message,
+            "container nope is not valid for pod web"
+        );
+        let ws = headers(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(
+            log_upgrade_target("/api/v1/namespaces/a/pods/b/log", &ws).map(|t| t.stream),
+            Some(Stream::Log)
+        );
+        assert!(log_upgrade_target("/api/v1/namespaces/a/pods/b/log", &headers(&[])).is_none());
+        assert!(log_upgrade_target("/api/v1/namespaces/a/pods/b/exec", &ws).is_none());
     }
 
     #[test]

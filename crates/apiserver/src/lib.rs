@@ -152,8 +152,11 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(String::from);
     let params = Params::parse(query.as_deref());
-    // exec/attach/portforward need the request itself: the connection may be upgraded.
-    if let Some(target) = exec::streaming_target(&path) {
+    // exec/attach/portforward (and logs over WebSocket) need the request itself: the
+    // connection is upgraded.
+    if let Some(target) =
+        exec::streaming_target(&path).or_else(|| exec::log_upgrade_target(&path, req.headers()))
+    {
         let resp = exec::serve(&state.api, req, target).await;
         record(&state, "CONNECT", "pods".into(), &resp, started);
         return resp;

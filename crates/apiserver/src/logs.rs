@@ -2,6 +2,9 @@
 //! (its HTTPS endpoint from `status.daemonEndpoints.kubeletEndpoint.Port` at the node's
 //! InternalIP), streaming the agent's answer back, as the real API server does with kubelets.
 //!
+//! A `pods/log` request with a WebSocket upgrade is not served here: it is spliced to the
+//! agent's `/containerLogs` like exec (see `exec.rs`), and the agent frames the log.
+//!
 //! The agent's serving certificate is self-signed, so it is not verified here (Kubernetes' default
 //! without `--kubelet-certificate-authority`); the request carries the cluster's admin token,
 //! which the agent checks.
@@ -23,7 +26,7 @@ use crate::resources;
 use crate::rest::{self, Api};
 
 /// The query parameters of pods/log that are passed on to the agent.
-const PASSED: &[&str] = &[
+pub(crate) const PASSED: &[&str] = &[
     "container",
     "follow",
     "previous",

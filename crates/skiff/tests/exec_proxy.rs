@@ -519,7 +519,7 @@ async fn exec_requests_are_checked_before_reaching_the_agent() {
             "web/portforward",
             WS,
             400,
-            "port forwarding is not supported by this server yet",
+            "pod web is not running",
         ),
     ];
     for (method, path, headers, code, message) in cases {
