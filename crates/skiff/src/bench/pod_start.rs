@@ -161,6 +161,15 @@ async fn measure(client: &kube::Client, b: &PodStart) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     wait_running("warm-up".into(), Duration::from_secs(300)).await?;
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    if b.delete_each {
+        pods.delete("warm-up", &force)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let mut latencies = Vec::with_capacity(b.pods);
     for i in 0..b.pods {
         let name = format!("pod-{i}");
@@ -171,11 +180,7 @@ async fn measure(client: &kube::Client, b: &PodStart) -> Result<(), String> {
         let at = wait_running(name, Duration::from_secs(60)).await?;
         latencies.push(at.saturating_duration_since(sent));
         if b.delete_each {
-            let dp = DeleteParams {
-                grace_period_seconds: Some(0),
-                ..DeleteParams::default()
-            };
-            pods.delete(&format!("pod-{i}"), &dp)
+            pods.delete(&format!("pod-{i}"), &force)
                 .await
                 .map_err(|e| e.to_string())?;
         }
