@@ -514,13 +514,7 @@ async fn exec_requests_are_checked_before_reaching_the_agent() {
             400,
             "SPDY/3.1 upgrades are not supported by this server",
         ),
-        (
-            "GET",
-            "web/portforward",
-            WS,
-            400,
-            "pod web is not running",
-        ),
+        ("GET", "web/portforward", WS, 400, "pod web is not running"),
     ];
     for (method, path, headers, code, message) in cases {
         let (status, body) = c
