@@ -655,21 +655,27 @@ fn find_head_end(buf: &[u8]) -> Option<(usize, usize)> {
     }
 }
 
-/// A TLS client that accepts any certificate, as the kubelet's probes do.
+/// The probes' TLS client (built once): it accepts any certificate, as the kubelet's probes do.
 fn tls_config() -> Option<Arc<rustls::ClientConfig>> {
     static CONFIG: OnceLock<Option<Arc<rustls::ClientConfig>>> = OnceLock::new();
     CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .ok()?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
-                .with_no_client_auth();
-            Some(Arc::new(config))
-        })
+        .get_or_init(|| insecure_client_config().map(Arc::new))
         .clone()
+}
+
+/// A TLS client configuration (ring, safe default protocol versions, no client certificate)
+/// that accepts any server certificate, as the kubelet's HTTPS probes do; the handshake
+/// signatures are still checked. `None` when no protocol version can be had. Also for tests
+/// that talk to the agent's self-signed server.
+pub fn insecure_client_config() -> Option<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
+        .with_no_client_auth();
+    Some(config)
 }
 
 #[derive(Debug)]

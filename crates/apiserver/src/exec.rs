@@ -37,7 +37,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::errors::{ApiError, ApiResult};
-use crate::logs::{agent_endpoint, connect_agent, encode, unreachable};
+use crate::logs::{agent_endpoint, check_log, connect_agent, encode, unreachable};
 use crate::query::Params;
 use crate::resources;
 use crate::rest::{self, Api};
@@ -137,37 +137,6 @@ pub fn log_upgrade_target(path: &str, headers: &HeaderMap) -> Option<StreamTarge
         pod: pod.to_string(),
         stream: Stream::Log,
     })
-}
-
-/// The container and node of a WebSocket log request (the checks of `pods/log`).
-fn check_log(pod: &Value, name: &str, params: &Params) -> ApiResult<(String, String)> {
-    let mut containers = names_at(pod, "/spec/containers");
-    containers.extend(names_at(pod, "/spec/initContainers"));
-    let container = match params.get("container").filter(|c| !c.is_empty()) {
-        Some(c) => c.to_string(),
-        None if containers.len() == 1 => containers[0].clone(),
-        None => {
-            return Err(ApiError::bad_request(format!(
-                "a container name must be specified for pod {name}, choose one of: [{}]",
-                containers.join(" ")
-            )));
-        }
-    };
-    if !containers.contains(&container) {
-        return Err(ApiError::bad_request(format!(
-            "container {container} is not valid for pod {name}"
-        )));
-    }
-    let node = pod
-        .pointer("/spec/nodeName")
-        .and_then(|n| n.as_str())
-        .unwrap_or("");
-    if node.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
-        )));
-    }
-    Ok((container, node.to_string()))
 }
 
 /// Serves one streaming request; errors are Status responses.

@@ -54,14 +54,10 @@ pub(crate) fn agent_endpoint(node: &Value) -> Option<(String, u16)> {
     (port > 0).then_some((host, port))
 }
 
-pub async fn serve_log(
-    api: &Arc<Api>,
-    namespace: &str,
-    name: &str,
-    params: &Params,
-) -> ApiResult<Response> {
-    let pods = resources::lookup("", "v1", "pods").expect("pods");
-    let (pod, _) = rest::read(api, pods, &pods.key(Some(namespace), name), name).await?;
+/// The checks of `pods/log` (plain or WebSocket): the container is named (or the only one,
+/// init containers counted) and exists, and the pod is on a node. Returns the container and the
+/// node.
+pub(crate) fn check_log(pod: &Value, name: &str, params: &Params) -> ApiResult<(String, String)> {
     let containers: Vec<String> = ["/spec/containers", "/spec/initContainers"]
         .iter()
         .filter_map(|p| pod.pointer(p)?.as_array().cloned())
@@ -83,15 +79,28 @@ pub async fn serve_log(
             "container {container} is not valid for pod {name}"
         )));
     }
-    let node_name = pod
+    let node = pod
         .pointer("/spec/nodeName")
         .and_then(|n| n.as_str())
         .unwrap_or("");
-    if node_name.is_empty() {
+    if node.is_empty() {
         return Err(ApiError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
         )));
     }
+    Ok((container, node.to_string()))
+}
+
+pub async fn serve_log(
+    api: &Arc<Api>,
+    namespace: &str,
+    name: &str,
+    params: &Params,
+) -> ApiResult<Response> {
+    let pods = resources::lookup("", "v1", "pods").expect("pods");
+    let (pod, _) = rest::read(api, pods, &pods.key(Some(namespace), name), name).await?;
+    let (container, node_name) = check_log(&pod, name, params)?;
+    let node_name = node_name.as_str();
     let nodes = resources::lookup("", "v1", "nodes").expect("nodes");
     let (node, _) = rest::read(api, nodes, &nodes.key(None, node_name), node_name).await?;
     let (host, port) = agent_endpoint(&node).ok_or_else(|| {

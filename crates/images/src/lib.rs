@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use rootfs::unescape_mountinfo;
 pub use store::ImageStore;
 
 /// How to pull.

@@ -278,12 +278,14 @@ fn mount_points() -> Result<Vec<PathBuf>, String> {
 fn parse_mountinfo(text: &str) -> Vec<PathBuf> {
     text.lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape_octal(m)))
+        .map(|m| PathBuf::from(unescape_mountinfo(m).to_string_lossy().into_owned()))
         .collect()
 }
 
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_octal(s: &str) -> String {
+/// Undoes the `\ooo` escapes of a `/proc/self/mountinfo` field (space, tab, newline and
+/// backslash are escaped so). The bytes as they are, not necessarily UTF-8.
+pub fn unescape_mountinfo(s: &str) -> std::ffi::OsString {
+    use std::os::unix::ffi::OsStringExt;
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -299,7 +301,7 @@ fn unescape_octal(s: &str) -> String {
             i += 1;
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    std::ffi::OsString::from_vec(out)
 }
 
 #[cfg(test)]
@@ -312,7 +314,7 @@ mod tests {
                     40 22 0:40 / /tmp/a\\040b rw - overlay overlay rw,lowerdir=/x\n";
         let m = parse_mountinfo(text);
         assert_eq!(m, vec![PathBuf::from("/"), PathBuf::from("/tmp/a b")]);
-        assert_eq!(unescape_octal("a\\134b"), "a\\b");
-        assert_eq!(unescape_octal("end\\04"), "end\\04");
+        assert_eq!(unescape_mountinfo("a\\134b"), "a\\b");
+        assert_eq!(unescape_mountinfo("end\\04"), "end\\04");
     }
 }

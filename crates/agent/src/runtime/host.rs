@@ -68,6 +68,10 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, watch};
 
+use super::common::{
+    EXEC_OUTPUT_CAP, EXEC_OUTPUT_GRACE, check_exec_state, exit_reason, lock, random_hex,
+    remove_container_dir, safe_component, sort_known, status_code, wait_exit, write_atomic,
+};
 use super::cri_log::{self, SharedLog, Stream};
 use super::{
     ContainerConfig, ExecProcess, ExecResult, ExecStreams, ExitNotice, Known, PodRef, Pulled,
@@ -92,13 +96,6 @@ const ADOPTED_POLL: Duration = Duration::from_millis(500);
 
 /// How long an exit waits for the instance's output to reach the log file.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
-
-/// The most output an `exec` keeps.
-const EXEC_OUTPUT_CAP: usize = 10 * 1024;
-
-/// How long an `exec` waits for its output to end once its process has exited (background
-/// processes may keep the pipe open).
-const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// How long a stop or remove waits for an exit after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(60);
@@ -177,13 +174,7 @@ impl ExitRecord {
     }
 
     fn to_exit(&self) -> Exit {
-        let reason = match self.reason.as_str() {
-            "Completed" => ExitReason::Completed,
-            "Error" => ExitReason::Error,
-            "OOMKilled" => ExitReason::OOMKilled,
-            "StartError" => ExitReason::StartError,
-            other => ExitReason::Other(other.to_string()),
-        };
+        let reason = exit_reason(&self.reason);
         Exit {
             exit_code: self.exit_code,
             reason,
@@ -254,10 +245,6 @@ impl Entry {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Inner {
     fn containers_dir(&self) -> PathBuf {
         self.state_dir.join("containers")
@@ -302,19 +289,6 @@ impl Inner {
     }
 }
 
-/// A path component safe to join (no separators, no `.`/`..`).
-fn safe_component(s: &str) -> String {
-    let c: String = s
-        .chars()
-        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-        .collect();
-    if c.is_empty() || c == "." || c == ".." {
-        format!("_{c}")
-    } else {
-        c
-    }
-}
-
 /// The env var naming a mount's host path: `/var/lib/x` → `SKIFF_MOUNT_VAR_LIB_X`.
 pub fn mount_env_name(container_path: &str) -> String {
     let mut s = String::new();
@@ -335,19 +309,8 @@ pub fn mount_env_name(container_path: &str) -> String {
 }
 
 fn write_record(dir: &Path, record: &Record) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-    let tmp = dir.join("record.json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join("record.json"))
+    write_atomic(&dir.join("record.json"), &bytes)
 }
 
 fn read_record(dir: &Path) -> Option<Record> {
@@ -466,22 +429,6 @@ impl HostRuntime {
         lock(&self.inner.table).insert(id, entry);
     }
 
-    /// Waits for the instance's exit, up to `limit`.
-    async fn wait_exit(entry: &Entry, limit: Duration) -> Option<Exit> {
-        let mut rx = entry.exit.subscribe();
-        let wait = async {
-            loop {
-                if let Some(e) = rx.borrow_and_update().clone() {
-                    return Some(e);
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(limit, wait).await.ok().flatten()
-    }
-
     /// SIGKILLs a running instance and waits for its exit.
     async fn kill_now(&self, entry: &Entry) -> Option<Exit> {
         if let Some(e) = entry.exited() {
@@ -498,7 +445,7 @@ impl HostRuntime {
         if let Some(g) = entry.live_group() {
             sys::kill_group(g, libc::SIGKILL);
         }
-        Self::wait_exit(entry, KILL_WAIT).await
+        wait_exit(&entry.exit, KILL_WAIT).await
     }
 }
 
@@ -785,7 +732,7 @@ impl Runtime for HostRuntime {
 
         // The instance directory, with its FIFOs.
         let (key, dir) = loop {
-            let key = sys::random_hex();
+            let key = random_hex();
             let dir = self.inner.entry_dir(&key);
             match std::fs::create_dir(&dir) {
                 Ok(()) => break (key, dir),
@@ -947,7 +894,7 @@ impl Runtime for HostRuntime {
         if let Some(g) = entry.live_group() {
             sys::kill_group(g, libc::SIGTERM);
         }
-        if let Some(e) = Self::wait_exit(&entry, grace).await {
+        if let Some(e) = wait_exit(&entry.exit, grace).await {
             return Ok(e);
         }
         self.kill_now(&entry)
@@ -964,16 +911,7 @@ impl Runtime for HostRuntime {
     ) -> Result<ExecProcess, String> {
         self.ensure_background();
         let entry = self.lookup(id)?;
-        if entry.exited().is_some() {
-            return Err(
-                "failed to exec in container: container is in CONTAINER_EXITED state".into(),
-            );
-        }
-        if entry.lost.load(Ordering::SeqCst) {
-            return Err(
-                "failed to exec in container: container is in CONTAINER_UNKNOWN state".into(),
-            );
-        }
+        check_exec_state(entry.exited().is_some(), entry.lost.load(Ordering::SeqCst))?;
         let record = entry.record();
         let working_dir = if record.working_dir.is_dir() {
             record.working_dir.as_path()
@@ -1003,16 +941,7 @@ impl Runtime for HostRuntime {
     ) -> Result<ExecResult, String> {
         self.ensure_background();
         let entry = self.lookup(id)?;
-        if entry.exited().is_some() {
-            return Err(
-                "failed to exec in container: container is in CONTAINER_EXITED state".into(),
-            );
-        }
-        if entry.lost.load(Ordering::SeqCst) {
-            return Err(
-                "failed to exec in container: container is in CONTAINER_UNKNOWN state".into(),
-            );
-        }
+        check_exec_state(entry.exited().is_some(), entry.lost.load(Ordering::SeqCst))?;
         let Some(program) = argv.first().filter(|p| !p.is_empty()) else {
             return Err("exec: no command given".into());
         };
@@ -1107,10 +1036,7 @@ impl Runtime for HostRuntime {
         // Forget groups that have no processes left.
         lock(&entry.exec_groups).retain(|g| sys::group_exists(*g));
         let exit_code = match status {
-            Ok(s) => {
-                use std::os::unix::process::ExitStatusExt;
-                s.code().or(s.signal().map(|n| 128 + n)).unwrap_or(-1)
-            }
+            Ok(s) => status_code(s),
             Err(e) => return Err(format!("failed to wait for the command: {e}")),
         };
         Ok(ExecResult {
@@ -1146,14 +1072,7 @@ impl Runtime for HostRuntime {
                 }
             })
             .collect();
-        known.sort_by(|a, b| {
-            (&a.pod_uid, &a.container, a.instance.attempt, &a.instance.id).cmp(&(
-                &b.pod_uid,
-                &b.container,
-                b.instance.attempt,
-                &b.instance.id,
-            ))
-        });
+        sort_known(&mut known);
         known
     }
 
@@ -1167,11 +1086,7 @@ impl Runtime for HostRuntime {
         }
         entry.kill_exec_groups();
         lock(&self.inner.table).remove(id);
-        match std::fs::remove_dir_all(self.inner.entry_dir(&entry.key)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("failed to remove container \"{id}\": {e}")),
-        }
+        remove_container_dir(&self.inner.entry_dir(&entry.key), id)
     }
 
     fn exits(&self) -> broadcast::Receiver<ExitNotice> {

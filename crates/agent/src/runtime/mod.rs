@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::observed::{Exit, ImagePresence, Instance, StartError};
 
+mod common;
 pub mod cri_log;
 pub mod host;
 pub mod runc;

@@ -49,6 +49,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::sync::{broadcast, watch};
 
+use super::common::{
+    self, EXEC_OUTPUT_CAP, EXEC_OUTPUT_GRACE, lock, random_hex, read_fd, remove_container_dir,
+    safe_component, sort_known, status_code, wait_exit, write_fd,
+};
 use super::{
     ContainerConfig, ExecProcess, ExecResult, ExecStreams, ExitNotice, Known, NodeImage, PodRef,
     Pulled, Runtime, Sandbox, SandboxConfig,
@@ -81,12 +85,6 @@ const START_LIMIT: Duration = Duration::from_secs(300);
 
 /// How long a stop or remove waits for an exit after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(60);
-
-/// The most output an `exec` keeps.
-const EXEC_OUTPUT_CAP: usize = 10 * 1024;
-
-/// How long an `exec` waits for its output to end once runc has exited.
-const EXEC_OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Where to find things and how to build pods; see [`RuncConfig::new`] for the defaults.
 #[derive(Clone)]
@@ -185,10 +183,6 @@ struct Entry {
     lost: AtomicBool,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 impl Entry {
     fn new(key: String, meta: Meta, adopted: bool, exit: Option<Exit>) -> Arc<Entry> {
         Arc::new(Entry {
@@ -227,19 +221,6 @@ impl Entry {
             image_id: self.meta.image_id.clone(),
             state,
         }
-    }
-}
-
-/// A path component safe to join (no separators, no `.`/`..`).
-fn safe_component(s: &str) -> String {
-    let c: String = s
-        .chars()
-        .map(|c| if c == '/' || c == '\0' { '_' } else { c })
-        .collect();
-    if c.is_empty() || c == "." || c == ".." {
-        format!("_{c}")
-    } else {
-        c
     }
 }
 
@@ -614,21 +595,6 @@ impl RuncRuntime {
             .ok_or_else(|| format!("container \"{id}\" not found"))
     }
 
-    async fn wait_exit(entry: &Entry, limit: Duration) -> Option<Exit> {
-        let mut rx = entry.exit.subscribe();
-        let wait = async {
-            loop {
-                if let Some(e) = rx.borrow_and_update().clone() {
-                    return Some(e);
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        tokio::time::timeout(limit, wait).await.ok().flatten()
-    }
-
     /// SIGKILLs a running instance and waits for its exit.
     async fn kill_now(&self, entry: &Entry) -> Option<Exit> {
         if let Some(e) = entry.exited() {
@@ -653,7 +619,7 @@ impl RuncRuntime {
         let deadline = tokio::time::Instant::now() + KILL_WAIT;
         loop {
             let _ = self.inner.runc_quiet(&["kill", &entry.key, "KILL"]).await;
-            if let Some(e) = Self::wait_exit(entry, Duration::from_secs(1)).await {
+            if let Some(e) = wait_exit(&entry.exit, Duration::from_secs(1)).await {
                 return Some(e);
             }
             if tokio::time::Instant::now() > deadline {
@@ -811,7 +777,7 @@ impl RuncRuntime {
 
         // The directory, with a fresh id.
         let (key, dir) = loop {
-            let key = sys::random_hex();
+            let key = random_hex();
             let dir = self.inner.container_dir(&key);
             match std::fs::create_dir(&dir) {
                 Ok(()) => break (key, dir),
@@ -983,12 +949,6 @@ async fn poll_adopted(inner: Arc<Inner>) {
     }
 }
 
-/// The exit code of a finished process (128 + N for a death by signal N).
-fn status_code(s: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    s.code().or(s.signal().map(|n| 128 + n)).unwrap_or(-1)
-}
-
 /// The master side of an exec's terminal, as async streams. Reads end (0 bytes) once the
 /// terminal's other side is closed (EIO).
 struct PtyMaster(AsyncFd<std::os::fd::OwnedFd>);
@@ -996,7 +956,7 @@ struct PtyMaster(AsyncFd<std::os::fd::OwnedFd>);
 impl PtyMaster {
     fn new(fd: std::os::fd::OwnedFd) -> io::Result<Self> {
         use std::os::fd::AsRawFd;
-        sys::set_nonblocking(fd.as_raw_fd())?;
+        common::set_nonblocking(fd.as_raw_fd())?;
         // SAFETY: the AsyncFd owns `fd`, so it stays open and the same for its lifetime.
         let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1)?;
         Ok(PtyMaster(fd))
@@ -1017,21 +977,7 @@ impl AsyncRead for PtyMaster {
                 Poll::Pending => return Poll::Pending,
             };
             let unfilled = buf.initialize_unfilled();
-            let r = guard.try_io(|fd| {
-                // SAFETY: reading into the initialised, unfilled part of the buffer.
-                let n = unsafe {
-                    libc::read(
-                        fd.get_ref().as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let r = guard.try_io(|fd| read_fd(fd.get_ref().as_raw_fd(), unfilled));
             match r {
                 Ok(Ok(n)) => {
                     buf.advance(n);
@@ -1058,17 +1004,7 @@ impl AsyncWrite for PtyMaster {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             };
-            let r = guard.try_io(|fd| {
-                // SAFETY: writing from a valid slice.
-                let n = unsafe {
-                    libc::write(fd.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len())
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let r = guard.try_io(|fd| write_fd(fd.get_ref().as_raw_fd(), data));
             match r {
                 Ok(res) => return Poll::Ready(res),
                 Err(_would_block) => continue,
@@ -1300,7 +1236,7 @@ impl Runtime for RuncRuntime {
                 .ok_or_else(|| format!("container \"{id}\" did not exit"));
         }
         let _ = self.inner.runc_quiet(&["kill", &entry.key, "TERM"]).await;
-        if let Some(e) = Self::wait_exit(&entry, grace).await {
+        if let Some(e) = wait_exit(&entry.exit, grace).await {
             return Ok(e);
         }
         self.kill_now(&entry)
@@ -1322,7 +1258,7 @@ impl Runtime for RuncRuntime {
             return Err("exec: no command given".into());
         }
         let dir = self.inner.container_dir(&entry.key);
-        let tag = &sys::random_hex()[..16];
+        let tag = &random_hex()[..16];
         let log = dir.join(format!("exec-{tag}.log"));
         let pid_file = dir.join(format!("exec-{tag}.pid"));
         let (reader, writer) = io::pipe().map_err(|e| format!("failed to create a pipe: {e}"))?;
@@ -1440,7 +1376,7 @@ impl Runtime for RuncRuntime {
             // runc copies between its own terminal and the container's: give it one (as its
             // controlling terminal, so a resize reaches it as SIGWINCH).
             let (master, slave) =
-                sys::openpty().map_err(|e| format!("failed to open a terminal: {e}"))?;
+                common::openpty().map_err(|e| format!("failed to open a terminal: {e}"))?;
             let dup = |fd: &std::os::fd::OwnedFd| {
                 fd.try_clone()
                     .map_err(|e| format!("failed to duplicate the terminal: {e}"))
@@ -1465,7 +1401,7 @@ impl Runtime for RuncRuntime {
                 PtyMaster::new(master).map_err(|e| format!("failed to watch the terminal: {e}"))?;
             let resize: Box<dyn Fn(u16, u16) + Send + Sync> = Box::new(move |cols, rows| {
                 use std::os::fd::AsRawFd;
-                let _ = sys::set_winsize(resize_fd.as_raw_fd(), cols, rows);
+                let _ = common::set_winsize(resize_fd.as_raw_fd(), cols, rows);
             });
             return Ok(ExecProcess {
                 stdin: streams
@@ -1547,14 +1483,7 @@ impl Runtime for RuncRuntime {
                 instance: e.instance(),
             })
             .collect();
-        known.sort_by(|a, b| {
-            (&a.pod_uid, &a.container, a.instance.attempt, &a.instance.id).cmp(&(
-                &b.pod_uid,
-                &b.container,
-                b.instance.attempt,
-                &b.instance.id,
-            ))
-        });
+        sort_known(&mut known);
         known
     }
 
@@ -1578,11 +1507,7 @@ impl Runtime for RuncRuntime {
             .map_err(|e| format!("failed to release the rootfs of \"{id}\": {e}"))?
             .map_err(|e| format!("failed to release the rootfs of \"{id}\": {e}"))?;
         lock(&self.inner.table).remove(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("failed to remove container \"{id}\": {e}")),
-        }
+        remove_container_dir(&dir, id)
     }
 
     fn exits(&self) -> broadcast::Receiver<ExitNotice> {
@@ -1590,15 +1515,9 @@ impl Runtime for RuncRuntime {
     }
 }
 
-/// Exec needs a running container (the host runtime's texts).
+/// Exec needs a running container.
 fn check_exec_state(entry: &Entry) -> Result<(), String> {
-    if entry.exited().is_some() {
-        return Err("failed to exec in container: container is in CONTAINER_EXITED state".into());
-    }
-    if entry.lost.load(Ordering::SeqCst) {
-        return Err("failed to exec in container: container is in CONTAINER_UNKNOWN state".into());
-    }
-    Ok(())
+    common::check_exec_state(entry.exited().is_some(), entry.lost.load(Ordering::SeqCst))
 }
 
 #[cfg(test)]

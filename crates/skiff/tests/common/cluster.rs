@@ -98,6 +98,18 @@ impl Cluster {
         }
     }
 
+    /// `kubectl delete pods --all` with a 1 s grace period, waiting up to 30 s; its outcome is
+    /// not checked.
+    pub fn delete_all_pods(&self) {
+        let _ = self.kubectl(&[
+            "delete",
+            "pods",
+            "--all",
+            "--grace-period=1",
+            "--timeout=30s",
+        ]);
+    }
+
     pub fn gone(&self, pod: &str) -> bool {
         let out = self.kubectl(&["get", "pod", pod, "--ignore-not-found", "-o", "name"]);
         out.code == 0 && out.stdout.trim().is_empty()
@@ -119,12 +131,6 @@ impl std::ops::DerefMut for Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = self.kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "--grace-period=1",
-            "--timeout=30s",
-        ]);
+        self.delete_all_pods();
     }
 }

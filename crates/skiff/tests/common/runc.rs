@@ -105,13 +105,7 @@ impl Drop for Runc {
     /// Containers outlive a stopped agent by design: delete the pods and wait until their
     /// sandboxes (mounts, cgroups, veths) are gone before the cluster stops.
     fn drop(&mut self) {
-        let _ = self.kubectl(&[
-            "delete",
-            "pods",
-            "--all",
-            "--grace-period=1",
-            "--timeout=30s",
-        ]);
+        self.delete_all_pods();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.leftovers().is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));

@@ -9,7 +9,7 @@
 //! container exits.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::sys;
+use crate::runtime::common::{self, read_fd, write_fd};
 use crate::runtime::{ExecProcess, ExecStreams};
 
 /// How a started exec reports its process group (to be killed with the container).
@@ -149,7 +150,7 @@ pub(super) fn spawn(
 fn exec_failed(detail: &str) -> String {
     format!(
         "failed to exec in container: failed to start exec \"{}\": OCI runtime exec failed: {detail}",
-        sys::random_hex()
+        crate::runtime::common::random_hex()
     )
 }
 
@@ -169,34 +170,8 @@ impl Drop for GroupGuard {
 
 /// A new pseudo-terminal: (master, non-blocking; slave). Both close on exec.
 fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (mut master, mut slave) = (-1, -1);
-    // SAFETY: openpty writes two fds into the given ints; name, termios and winsize may be null.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: openpty succeeded, so both are open fds we now own.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    for fd in [&master, &slave] {
-        // SAFETY: fcntl on an fd we own.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) };
-    }
-    // SAFETY: fcntl on an fd we own.
-    let flags = unsafe { libc::fcntl(master.as_raw_fd(), libc::F_GETFL) };
-    // SAFETY: as above.
-    if flags < 0
-        || unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
+    let (master, slave) = common::openpty()?;
+    common::set_nonblocking(master.as_raw_fd())?;
     Ok((master, slave))
 }
 
@@ -205,14 +180,7 @@ fn set_window_size(fd: &OwnedFd, cols: u16, rows: u16) {
     if cols == 0 || rows == 0 {
         return;
     }
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize from the pointer, which is valid for the call.
-    unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    let _ = common::set_winsize(fd.as_raw_fd(), cols, rows);
 }
 
 /// One direction of the terminal's master side. Reading ends (EOF) once no process holds the
@@ -228,21 +196,7 @@ impl AsyncRead for PtyIo {
         loop {
             let mut guard = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            let r = guard.try_io(|fd| {
-                // SAFETY: reads at most `unfilled.len()` bytes into the initialized slice.
-                let n = unsafe {
-                    libc::read(
-                        fd.get_ref().as_raw_fd(),
-                        unfilled.as_mut_ptr().cast(),
-                        unfilled.len(),
-                    )
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let r = guard.try_io(|fd| read_fd(fd.get_ref().as_raw_fd(), unfilled));
             match r {
                 Ok(Ok(n)) => {
                     buf.advance(n);
@@ -265,17 +219,7 @@ impl AsyncWrite for PtyIo {
     ) -> Poll<io::Result<usize>> {
         loop {
             let mut guard = ready!(self.0.poll_write_ready(cx))?;
-            let r = guard.try_io(|fd| {
-                // SAFETY: writes at most `data.len()` bytes from the slice.
-                let n = unsafe {
-                    libc::write(fd.get_ref().as_raw_fd(), data.as_ptr().cast(), data.len())
-                };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
-            });
+            let r = guard.try_io(|fd| write_fd(fd.get_ref().as_raw_fd(), data));
             match r {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Ok(r) => return Poll::Ready(r),

@@ -1,5 +1,5 @@
 //! The few system calls the host runtime needs: process groups, waiting without reaping,
-//! `/proc/<pid>/stat`, FIFOs and random ids.
+//! `/proc/<pid>/stat` and FIFOs.
 
 use std::ffi::CString;
 use std::io;
@@ -113,35 +113,6 @@ pub(super) fn mkfifo(path: &Path) -> io::Result<()> {
     }
 }
 
-/// 64 random hex digits (a container id).
-pub(super) fn random_hex() -> String {
-    use std::fmt::Write;
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    let ok = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_ok();
-    if !ok {
-        // Fall back on the standard library's randomly keyed hasher.
-        use std::hash::{BuildHasher, Hasher};
-        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            let mut h = std::hash::RandomState::new().build_hasher();
-            h.write_usize(i);
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-    }
-    let mut s = String::with_capacity(64);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,13 +137,5 @@ mod tests {
         assert_eq!(liveness(me, Some(s.start_ticks + 1)), Liveness::Gone);
         assert_eq!(liveness(-5, None), Liveness::Gone);
         assert!(!kill_group(0, 0) && !kill_group(1, 0) && !kill_group(-3, 0));
-    }
-
-    #[test]
-    fn ids_are_hex_and_distinct() {
-        let a = random_hex();
-        assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert_ne!(a, random_hex());
     }
 }

@@ -106,13 +106,7 @@ impl ExitRecord {
     }
 
     pub fn to_exit(&self) -> Exit {
-        let reason = match self.reason.as_str() {
-            "Completed" => ExitReason::Completed,
-            "Error" => ExitReason::Error,
-            "OOMKilled" => ExitReason::OOMKilled,
-            "StartError" => ExitReason::StartError,
-            other => ExitReason::Other(other.to_string()),
-        };
+        let reason = crate::runtime::common::exit_reason(&self.reason);
         Exit {
             exit_code: self.exit_code,
             reason,
@@ -140,7 +134,7 @@ pub fn exit_of(
 
 pub fn write<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    sys::write_atomic(&dir.join(name), &bytes)
+    crate::runtime::common::write_atomic(&dir.join(name), &bytes)
 }
 
 pub fn read<T: for<'de> Deserialize<'de>>(dir: &Path, name: &str) -> Option<T> {
@@ -188,7 +182,10 @@ mod tests {
 
     #[test]
     fn runc_log_errors() {
-        let dir = std::env::temp_dir().join(format!("skiff-runc-log-{}", sys::random_hex()));
+        let dir = std::env::temp_dir().join(format!(
+            "skiff-runc-log-{}",
+            crate::runtime::common::random_hex()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let log = dir.join("runc.log");
         std::fs::write(

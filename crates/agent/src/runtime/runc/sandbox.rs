@@ -172,7 +172,7 @@ pub fn write_pod_files(
     let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let files = pod_files(pod_dir);
     for ((_, path), content) in files.iter().zip([hosts, format!("{hostname}\n"), resolv]) {
-        sys::write_atomic(path, content.as_bytes())
+        crate::runtime::common::write_atomic(path, content.as_bytes())
             .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));

@@ -286,7 +286,7 @@ fn create(spec: &ShimSpec, dir: &Path) -> Result<Io, String> {
 
 /// What can be read from a pipe right now (at most 64 KiB).
 fn read_available(f: &mut File) -> String {
-    let _ = sys::set_nonblocking(f.as_raw_fd());
+    let _ = crate::runtime::common::set_nonblocking(f.as_raw_fd());
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     while out.len() < 64 * 1024 {

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -130,55 +130,6 @@ pub(crate) fn wait_any() -> Option<(i32, i32)> {
     }
 }
 
-/// A new pseudo-terminal: (master, slave).
-pub(crate) fn openpty() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut master: RawFd = -1;
-    let mut slave: RawFd = -1;
-    // SAFETY: both out-pointers are valid; name, termios and winsize may be null.
-    let r = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            std::ptr::null(),
-        )
-    };
-    check(r)?;
-    // SAFETY: openpty returned two fresh descriptors we now own.
-    let (m, s) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    set_cloexec(m.as_raw_fd())?;
-    set_cloexec(s.as_raw_fd())?;
-    Ok((m, s))
-}
-
-fn set_cloexec(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
-    check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) }.min(0))
-}
-
-pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    check(unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) }.min(0))
-}
-
-/// Sets a terminal's size.
-pub(crate) fn set_winsize(fd: RawFd, cols: u16, rows: u16) -> io::Result<()> {
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer.
-    check(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) })
-}
-
 /// In a child between fork and exec: a new session whose controlling terminal is stdin.
 /// Async-signal-safe.
 pub(crate) fn new_session_with_ctty() -> io::Result<()> {
@@ -300,52 +251,6 @@ pub(crate) fn kill(pid: i32, signal: i32) {
     }
 }
 
-/// 64 random hex digits (a container id).
-pub(crate) fn random_hex() -> String {
-    use std::fmt::Write;
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .is_err()
-    {
-        use std::hash::{BuildHasher, Hasher};
-        for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-            let mut h = std::hash::RandomState::new().build_hasher();
-            h.write_usize(i);
-            h.write_u128(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos()),
-            );
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-    }
-    let mut s = String::with_capacity(64);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-/// Writes `bytes` to `path` atomically (a temporary file, fsync, rename).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 /// One line of `/proc/self/mountinfo`: where something is mounted, its type and super options.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MountInfo {
@@ -374,33 +279,12 @@ pub(crate) fn parse_mountinfo(text: &str) -> Vec<MountInfo> {
         let _source = r.next();
         let super_options = r.next().unwrap_or_default().to_string();
         out.push(MountInfo {
-            mount_point: std::path::PathBuf::from(unescape_octal(mp)),
+            mount_point: std::path::PathBuf::from(skiff_images::unescape_mountinfo(mp)),
             fstype,
             super_options,
         });
     }
     out
-}
-
-/// Undoes mountinfo's `\ooo` escapes (space, tab, newline, backslash).
-fn unescape_octal(s: &str) -> std::ffi::OsString {
-    use std::os::unix::ffi::OsStringExt;
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    std::ffi::OsString::from_vec(out)
 }
 
 #[cfg(test)]
