@@ -492,3 +492,41 @@ spec:
         }
     }
 }
+
+#[test]
+fn kubectl_run_with_args_shows_container_creating_then_running() {
+    if common::runc::skip() {
+        return;
+    }
+    let reg = Registry::start(None);
+    let image = reg.push("busybox", "1");
+    let c = Runc::start();
+    let w = c.watch(&["pod", "web"]);
+    // `kubectl run IMG -- ARGS` sets args only: the image's (empty) entrypoint + the args.
+    c.kubectl(&[
+        "run",
+        "web",
+        &format!("--image={image}"),
+        "--",
+        "httpd",
+        "-f",
+        "-p",
+        "8080",
+    ])
+    .ok();
+    w.wait_for(90, "Running", |l| {
+        l.split_whitespace().nth(2) == Some("Running")
+    });
+    let statuses: Vec<String> = w
+        .lines()
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(2).map(String::from))
+        .collect();
+    assert!(
+        statuses.iter().any(|s| s == "ContainerCreating"),
+        "{statuses:?}"
+    );
+    let ip = c.field("web", "{.status.podIP}");
+    let body = eventually(20, || http_get(&ip, 8080, "/"));
+    assert!(body.starts_with("HTTP/1."), "{body}");
+}
