@@ -501,7 +501,21 @@ fn kubectl_run_with_args_shows_container_creating_then_running() {
     let reg = Registry::start(None);
     let image = reg.push("busybox", "1");
     let c = Runc::start();
-    let w = c.watch(&["pod", "web"]);
+    // Watch the collection (a watch on one named pod fails while it does not exist yet); an
+    // unschedulable marker pod makes kubectl print as soon as it has listed.
+    c.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: zz-marker}
+spec:
+  nodeSelector: {skiff.test/nowhere: "true"}
+  containers: [{name: c, image: busybox:1.36}]
+"#,
+    )
+    .ok();
+    let w = c.watch(&["pods"]);
+    w.wait_for(30, "the marker pod", |l| l.starts_with("zz-marker"));
     // `kubectl run IMG -- ARGS` sets args only: the image's (empty) entrypoint + the args.
     c.kubectl(&[
         "run",
@@ -514,12 +528,14 @@ fn kubectl_run_with_args_shows_container_creating_then_running() {
         "8080",
     ])
     .ok();
+    let web = |l: &str| l.split_whitespace().next() == Some("web");
     w.wait_for(90, "Running", |l| {
-        l.split_whitespace().nth(2) == Some("Running")
+        web(l) && l.split_whitespace().nth(2) == Some("Running")
     });
     let statuses: Vec<String> = w
         .lines()
         .iter()
+        .filter(|l| web(l))
         .filter_map(|l| l.split_whitespace().nth(2).map(String::from))
         .collect();
     assert!(
