@@ -59,4 +59,5 @@ pub mod probe_io;
 pub mod proxy;
 pub mod recorder;
 pub mod server;
+pub mod sim;
 pub mod worker;

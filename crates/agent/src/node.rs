@@ -204,7 +204,7 @@ fn os_image(os_release: &str) -> String {
 }
 
 /// Go's GOARCH for Rust's target arch.
-fn go_arch(arch: &str) -> &str {
+pub fn go_arch(arch: &str) -> &str {
     match arch {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -570,7 +570,7 @@ fn micro_time(t: Timestamp) -> String {
 }
 
 /// Renews (or creates) `kube-node-lease/<node>`.
-async fn renew_lease(
+pub async fn renew_lease(
     leases: &Api<Lease>,
     node: &str,
     node_uid: Option<&str>,

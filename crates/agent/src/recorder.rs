@@ -46,6 +46,9 @@ pub struct Occurrence {
     pub reason: String,
     pub message: String,
     pub at: Timestamp,
+    /// The node that reports it (`source.host`); None: the recorder's own node. A simulated
+    /// fleet shares one recorder among its nodes.
+    pub host: Option<Arc<str>>,
 }
 
 /// Running totals.
@@ -104,6 +107,11 @@ impl Recorder {
     /// Queues one of the engine's events about `pod` (container events carry their
     /// `fieldPath`).
     pub fn record_pod(&self, pod: &Pod, ev: &EventToEmit) {
+        self.record_pod_on(None, pod, ev);
+    }
+
+    /// [`Recorder::record_pod`] as reported by node `host` (None: this recorder's node).
+    pub fn record_pod_on(&self, host: Option<Arc<str>>, pod: &Pod, ev: &EventToEmit) {
         let mut involved = pod_reference(pod);
         involved.field_path = ev.container.map(|c| c.field_path(pod));
         self.record(Occurrence {
@@ -112,6 +120,7 @@ impl Recorder {
             reason: ev.reason.to_string(),
             message: ev.message.clone(),
             at: Timestamp::now(),
+            host,
         });
     }
 
@@ -130,6 +139,7 @@ impl Recorder {
             reason: reason.to_string(),
             message,
             at: Timestamp::now(),
+            host: None,
         });
     }
 }
@@ -370,7 +380,9 @@ impl Writer {
                 self.correlator.gc(now);
                 last_gc = now;
             }
-            let Some(write) = self.correlator.observe(&self.node_name, occ) else {
+            let host = occ.host.clone();
+            let node = host.as_deref().unwrap_or(&self.node_name);
+            let Some(write) = self.correlator.observe(node, occ) else {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                 continue;
             };
@@ -475,6 +487,7 @@ mod tests {
             reason: reason.into(),
             message: message.into(),
             at: Timestamp::from_second(1_750_000_000 + at).unwrap(),
+            host: None,
         }
     }
 

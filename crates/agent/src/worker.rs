@@ -173,6 +173,28 @@ pub fn pod_ref(pod: &Pod) -> PodRef {
     }
 }
 
+/// The merge patch of pods/status that writes `status` whole: top-level fields that the `older`
+/// statuses had and `status` lacks are set to null (removed), and the pod's UID is a
+/// precondition (a pod recreated under the same name is not overwritten).
+pub fn status_patch(uid: &str, status: &PodStatus, older: &[Option<&PodStatus>]) -> Value {
+    let mut body = serde_json::to_value(status).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut body {
+        for old in older.iter().flatten() {
+            if let Ok(Value::Object(o)) = serde_json::to_value(old) {
+                for k in o.keys() {
+                    if !map.contains_key(k) {
+                        map.insert(k.clone(), Value::Null);
+                    }
+                }
+            }
+        }
+    }
+    json!({
+        "metadata": {"uid": uid},
+        "status": body,
+    })
+}
+
 /// Runs a pod's worker until the pod is finished with (deleted and confirmed, or gone) or the
 /// agent shuts down. A worker that panics is started again on the same inputs.
 pub async fn run(ctx: Arc<WorkerCtx>, mut inputs: WorkerInputs) {
@@ -530,25 +552,11 @@ impl Worker {
 
     /// PATCHes pods/status with the whole status (fields it no longer has are removed).
     async fn write_status(&mut self, status: &PodStatus) -> Result<(), Write> {
-        let mut body = serde_json::to_value(status).unwrap_or(Value::Null);
-        if let Value::Object(map) = &mut body {
-            let old_keys = [self.last_written.as_ref(), self.pod.status.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter_map(|s| match serde_json::to_value(s) {
-                    Ok(Value::Object(o)) => Some(o.keys().cloned().collect::<Vec<_>>()),
-                    _ => None,
-                })
-                .flatten()
-                .collect::<Vec<_>>();
-            for k in old_keys {
-                map.entry(k).or_insert(Value::Null);
-            }
-        }
-        let patch = json!({
-            "metadata": {"uid": self.pod_ref.uid},
-            "status": body,
-        });
+        let patch = status_patch(
+            &self.pod_ref.uid,
+            status,
+            &[self.last_written.as_ref(), self.pod.status.as_ref()],
+        );
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.pod_ref.namespace);
         match api
             .patch_status(
