@@ -15,6 +15,7 @@ mod bench;
 mod image;
 mod kubeconfig;
 mod runtime;
+mod sim;
 mod up;
 
 #[derive(Parser)]
@@ -39,6 +40,8 @@ enum Command {
     Scheduler(up::SchedulerArgs),
     /// Run a node agent that joins a server.
     Agent(up::AgentArgs),
+    /// Run simulated nodes that join the server a kubeconfig names (see `up --sim-nodes`).
+    Sim(sim::SimCommandArgs),
     /// Manage a node's images: import, ls, pull, rm.
     Image(image::ImageArgs),
     /// Run a benchmark against an in-process server.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             Command::Server(args) => up::run(args, true).await,
             Command::Scheduler(args) => up::run_scheduler(args).await,
             Command::Agent(args) => up::run_agent(args).await,
+            Command::Sim(args) => sim::run(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Bench { which } => bench::run(which).await,
         }

@@ -50,6 +50,8 @@ pub struct UpArgs {
     pub service_node_port_range: String,
     #[command(flatten)]
     pub runtime: crate::runtime::RuntimeArgs,
+    #[command(flatten)]
+    pub sim: crate::sim::SimArgs,
 }
 
 const PARTS: &[&str] = &["scheduler", "controllers", "agent"];
@@ -67,6 +69,11 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     let run_scheduler = !server_only && !args.disable.iter().any(|d| d == "scheduler");
     let run_controllers = !server_only && !args.disable.iter().any(|d| d == "controllers");
     let run_agent = !server_only && !args.disable.iter().any(|d| d == "agent");
+    let sim = if server_only {
+        None
+    } else {
+        args.sim.config()?
+    };
     let data_dir = args
         .data_dir
         .clone()
@@ -150,6 +157,15 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
             a.server_addr
         );
     }
+    if let Some(cfg) = &sim {
+        println!(
+            "simulated nodes: {} ({}0 … {}{}), registering in the background",
+            cfg.nodes,
+            cfg.name_prefix,
+            cfg.name_prefix,
+            cfg.nodes - 1
+        );
+    }
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     tracing::info!(server = %url, kubeconfig = %kubeconfig_path.display(), "ready");
     let scheduler = if run_scheduler {
@@ -186,8 +202,15 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     } else {
         None
     };
+    let fleet = match sim {
+        Some(cfg) => Some(crate::sim::spawn(client_from_kubeconfig(&kc).await?, cfg)),
+        None => None,
+    };
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(f) = fleet {
+        crate::sim::stop(f).await;
+    }
     if let Some((a, _, _)) = agent {
         // Containers keep running; the next `up` on this data dir re-adopts them.
         a.shutdown().await;
@@ -250,7 +273,7 @@ pub async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

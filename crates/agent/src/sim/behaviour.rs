@@ -231,10 +231,16 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(SignedDuration::from_millis(500)));
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(SignedDuration::from_millis(500))
+        );
         assert_eq!(parse_duration("1m30s"), Ok(SignedDuration::from_secs(90)));
         assert_eq!(parse_duration("2"), Ok(SignedDuration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(SignedDuration::from_millis(1500)));
+        assert_eq!(
+            parse_duration("1.5s"),
+            Ok(SignedDuration::from_millis(1500))
+        );
         assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("-3").is_err());
@@ -245,7 +251,10 @@ mod tests {
     fn pod_wide_then_container_settings() {
         let a = ann(&[
             (POD_ANNOTATION, "run=10s exit=1, pull=200ms"),
-            ("sim.skiff.dev/behaviour.side", "exit=0 liveness-fail-after=1m"),
+            (
+                "sim.skiff.dev/behaviour.side",
+                "exit=0 liveness-fail-after=1m",
+            ),
         ]);
         let main = Behaviour::of(Some(&a), "main").unwrap();
         assert_eq!(main.run, Some(SignedDuration::from_secs(10)));
@@ -254,7 +263,10 @@ mod tests {
         let side = Behaviour::of(Some(&a), "side").unwrap();
         assert_eq!(side.exit_code, 0);
         assert_eq!(side.run, Some(SignedDuration::from_secs(10)));
-        assert_eq!(side.liveness_fail_after, Some(SignedDuration::from_secs(60)));
+        assert_eq!(
+            side.liveness_fail_after,
+            Some(SignedDuration::from_secs(60))
+        );
         assert_eq!(Behaviour::of(None, "x").unwrap(), Behaviour::default());
     }
 

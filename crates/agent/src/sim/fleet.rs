@@ -141,7 +141,9 @@ pub async fn start(client: kube::Client, cfg: FleetConfig) -> Result<FleetHandle
     let writer = Arc::new(StatusWriter::default());
     let mut tasks = vec![recorder_task];
     for _ in 0..cfg.status_writers.max(1) {
-        tasks.push(tokio::spawn(writer.clone().run(client.clone(), stats.clone())));
+        tasks.push(tokio::spawn(
+            writer.clone().run(client.clone(), stats.clone()),
+        ));
     }
     tasks.push(tokio::spawn(run_leases(
         client.clone(),
@@ -161,12 +163,7 @@ fn node_ip(i: usize) -> String {
 
 /// The `n`-th pod IP on node `i` (10.128.0.0/9, a /24 per node).
 fn pod_ip(i: usize, n: u64) -> String {
-    format!(
-        "10.{}.{}.{}",
-        128 + (i >> 8) % 128,
-        i & 255,
-        2 + (n % 250)
-    )
+    format!("10.{}.{}.{}", 128 + (i >> 8) % 128, i & 255, 2 + (n % 250))
 }
 
 /// The facts a simulated node reports about its "machine".
@@ -185,7 +182,12 @@ fn machine(hostname: &str) -> Machine {
     }
 }
 
-fn node_status(cfg: &FleetConfig, i: usize, now: Timestamp, old: Option<&NodeStatus>) -> NodeStatus {
+fn node_status(
+    cfg: &FleetConfig,
+    i: usize,
+    now: Timestamp,
+    old: Option<&NodeStatus>,
+) -> NodeStatus {
     let name = cfg.node_name(i);
     let ncfg = NodeConfig {
         name: name.clone(),
@@ -245,12 +247,8 @@ async fn register_nodes(
                             let pp = PatchParams::default();
                             match nodes.patch(&name, &pp, &Patch::Merge(&patch)).await {
                                 Ok(n) => {
-                                    let st = node_status(
-                                        &cfg,
-                                        i,
-                                        Timestamp::now(),
-                                        n.status.as_ref(),
-                                    );
+                                    let st =
+                                        node_status(&cfg, i, Timestamp::now(), n.status.as_ref());
                                     let body = json!({"status": st});
                                     nodes
                                         .patch_status(&name, &pp, &Patch::Merge(&body))

@@ -408,7 +408,10 @@ impl SimPod {
                 attempt,
                 kind,
             } => {
-                let result = match (self.behaviour(*container), self.since_start(*container, now)) {
+                let result = match (
+                    self.behaviour(*container),
+                    self.since_start(*container, now),
+                ) {
                     (Ok(b), Some(since)) => {
                         let pass = match kind {
                             ProbeKind::Liveness => b.live(since),
@@ -524,7 +527,14 @@ mod tests {
     }
 
     fn restarts(p: &SimPod) -> i32 {
-        p.pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].restart_count
+        p.pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
+            .restart_count
     }
 
     #[test]
@@ -610,10 +620,16 @@ mod tests {
             let mut with_status = (*p.pod).clone();
             with_status.status = Some(ran.status);
             p.update(Arc::new(with_status));
-            now = ran.wake_at.unwrap().max(now + SignedDuration::from_millis(1));
+            now = ran
+                .wake_at
+                .unwrap()
+                .max(now + SignedDuration::from_millis(1));
         }
         // Ready from the first probe (at start), not ready after 20 s (flip), ready again…
-        assert!(ready_seen.starts_with(&[true, false, true]), "{ready_seen:?}");
+        assert!(
+            ready_seen.starts_with(&[true, false, true]),
+            "{ready_seen:?}"
+        );
         assert!(reasons.iter().any(|r| r == "Unhealthy"), "{reasons:?}");
         assert!(reasons.iter().any(|r| r == "Killing"), "{reasons:?}");
         assert_eq!(restarts(&p), 1);
@@ -637,7 +653,10 @@ mod tests {
             .collect();
         assert!(seq.contains(&(0, "Init:0/2")), "{seq:?}");
         assert!(seq.contains(&(2, "Init:1/2")), "{seq:?}");
-        assert!(seq.contains(&(5, "PodInitializing")) || seq.contains(&(5, "Running")), "{seq:?}");
+        assert!(
+            seq.contains(&(5, "PodInitializing")) || seq.contains(&(5, "Running")),
+            "{seq:?}"
+        );
         assert_eq!(seq.last().unwrap().1, "Running");
     }
 
@@ -663,9 +682,10 @@ mod tests {
             now += SignedDuration::from_secs(1);
         }
         let mut deleting = (*p.pod).clone();
-        deleting.metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now + SignedDuration::from_secs(5)),
-        );
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                now + SignedDuration::from_secs(5),
+            ));
         deleting.metadata.deletion_grace_period_seconds = Some(5);
         p.update(Arc::new(deleting));
         let deleted_from = now;
@@ -696,10 +716,19 @@ mod tests {
         );
         let (changes, _) = drive(&mut p, 5.0);
         assert!(
-            changes.iter().any(|(_, s)| s == "CreateContainerConfigError"),
+            changes
+                .iter()
+                .any(|(_, s)| s == "CreateContainerConfigError"),
             "{changes:?}"
         );
-        let w = p.pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0]
+        let w = p
+            .pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0]
             .state
             .as_ref()
             .unwrap()
