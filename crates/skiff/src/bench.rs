@@ -14,6 +14,7 @@ use skiff_store::RedbStore;
 
 mod pod_start;
 mod proxy;
+mod sim;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -65,6 +66,9 @@ pub enum Which {
     /// The service proxy's cost: requests/s and latency directly and through a NodePort, with
     /// kept-alive connections and with a connection per request.
     Proxy(proxy::ProxyBench),
+    /// Simulated nodes at scale: N nodes, M pods with a mix of behaviours (readiness flips,
+    /// crash loops); time until every pod runs, steady pod transitions/s, process RSS.
+    Sim(sim::SimBench),
 }
 
 pub async fn run(which: Which) -> Result<(), String> {
@@ -98,6 +102,7 @@ pub async fn run(which: Which) -> Result<(), String> {
         }
         Which::PodStart(b) => pod_start::run(b).await,
         Which::Proxy(b) => proxy::run(b).await,
+        Which::Sim(b) => sim::run(b).await,
     }
 }
 

@@ -96,6 +96,10 @@ pub struct FleetStats {
     pub nodes_registered: AtomicU64,
     /// Pods the fleet runs now.
     pub pods: AtomicU64,
+    /// Of those, pods whose latest status is phase Running with every container ready.
+    pub ready: AtomicU64,
+    /// Pods that reached phase Running (counted once per pod).
+    pub reached_running: AtomicU64,
     /// Engine decisions taken.
     pub decisions: AtomicU64,
     /// Status changes decided (a pod's status differing from its previous one).
@@ -358,6 +362,8 @@ struct Entry {
     last_status: Option<PodStatus>,
     /// The wake-up the heap holds for this pod (older heap entries are stale).
     wake: Option<i64>,
+    /// Its status has shown phase Running.
+    reached_running: bool,
 }
 
 /// The fleet's single loop: pods, their timers, the watch.
@@ -508,8 +514,11 @@ impl Loop {
     }
 
     fn forget(&mut self, uid: &str) {
-        if self.pods.remove(uid).is_some() {
+        if let Some(e) = self.pods.remove(uid) {
             self.stats.pods.fetch_sub(1, Ordering::Relaxed);
+            if e.last_status.as_ref().is_some_and(all_ready) {
+                self.stats.ready.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -560,6 +569,7 @@ impl Loop {
                         node,
                         last_status: None,
                         wake: None,
+                        reached_running: false,
                     },
                 );
                 self.stats.pods.fetch_add(1, Ordering::Relaxed);
@@ -618,6 +628,18 @@ impl Loop {
             }
         }
         let changed = e.last_status.as_ref() != Some(&out.status);
+        if changed {
+            let was = e.last_status.as_ref().is_some_and(all_ready);
+            match (was, all_ready(&out.status)) {
+                (false, true) => self.stats.ready.fetch_add(1, Ordering::Relaxed),
+                (true, false) => self.stats.ready.fetch_sub(1, Ordering::Relaxed),
+                _ => 0,
+            };
+            if !e.reached_running && out.status.phase.as_deref() == Some("Running") {
+                e.reached_running = true;
+                self.stats.reached_running.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         if changed || out.confirm_deletion {
             let pod = &e.sim.pod;
             let body = changed.then(|| {
@@ -639,11 +661,31 @@ impl Loop {
             );
             e.last_status = Some(out.status);
         }
-        e.wake = out.wake_at.map(|t| t.as_millisecond());
+        e.wake = out.wake_at.map(ceil_ms);
         if let Some(t) = e.wake {
             self.timers.push(Reverse((t, uid.to_string())));
         }
     }
+}
+
+/// `t` in whole milliseconds, rounded up: a timer popped at `now_ms >= ceil_ms(t)` finds its
+/// pod due (rounding down would run it a fraction of a millisecond early, find nothing to do,
+/// and get the same wake-up back — a spin for the rest of the batch).
+fn ceil_ms(t: Timestamp) -> i64 {
+    let ms = t.as_millisecond();
+    match Timestamp::from_millisecond(ms) {
+        Ok(floor) if floor < t => ms + 1,
+        _ => ms,
+    }
+}
+
+/// Phase Running and the Ready condition true.
+fn all_ready(s: &PodStatus) -> bool {
+    s.phase.as_deref() == Some("Running")
+        && s.conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// A fleet-wide event budget: `qps` per second, a burst of one second's worth.
@@ -830,6 +872,16 @@ mod tests {
         assert!(job.delete);
         assert_eq!(w.take().unwrap().0, "u2");
         assert!(w.take().is_none());
+    }
+
+    #[test]
+    fn timers_round_up_to_the_millisecond() {
+        let t = Timestamp::from_millisecond(1_750_000_000_123).unwrap();
+        assert_eq!(ceil_ms(t), 1_750_000_000_123);
+        assert_eq!(
+            ceil_ms(t + jiff::SignedDuration::from_nanos(1)),
+            1_750_000_000_124
+        );
     }
 
     #[test]
