@@ -259,3 +259,43 @@ spec:
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.ends_with("hello-from-runc\n"), "{page}");
 }
+
+#[test]
+fn kubectl_port_forward_to_a_service_picks_a_selected_pod_and_its_target_port() {
+    let c = Cluster::start();
+    let port = free_port();
+    let www = c.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "served behind a service\n").unwrap();
+    c.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: web, labels: {{app: web}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: httpd
+    image: busybox:1.36
+    command: ["busybox", "httpd", "-f", "-p", "{port}", "-h", "{}"]
+    ports: [{{name: http, containerPort: {port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: main, port: 80, targetPort: http}}]
+"#,
+        www.display()
+    ))
+    .ok();
+    c.wait_status("web", "Running", None, 60);
+    common::eventually(20, || TcpStream::connect(("127.0.0.1", port)).ok());
+    // kubectl resolves svc/web to a pod its selector matches and service port 80 to the
+    // container port named `http`.
+    let fwd = Forward::start(&c, &["svc/web", "0:80"], 1);
+    let page = http_get(fwd.local_port(port), "/index.html");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.ends_with("served behind a service\n"), "{page}");
+}

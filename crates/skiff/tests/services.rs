@@ -263,3 +263,54 @@ fn no_request_fails_while_the_pods_are_replaced() {
         "too few requests to mean anything: {answers:?}"
     );
 }
+
+#[test]
+fn the_example_web_service_follows_readiness() {
+    if common::runc::skip() {
+        return;
+    }
+    let reg = Registry::start(None);
+    let image = reg.push("busybox", "1");
+    let c = Runc::start();
+    let port = c.slot.node_port();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/web-service.yaml"
+    ))
+    .unwrap()
+    .replace("127.0.0.1:5000/busybox:1", &image)
+    .replace("nodePort: 30080", &format!("nodePort: {port}"));
+    c.apply(&example).ok();
+    for p in ["web-1", "web-2", "web-3"] {
+        c.wait_status(p, "Running", Some("1/1"), 90);
+    }
+    let all = c
+        .kubectl(&["get", "svc,endpoints,endpointslices", "--no-headers"])
+        .ok()
+        .stdout;
+    let rows = common::table(&all);
+    assert!(
+        rows.iter()
+            .any(|r| r[0] == "service/web" && r[1] == "NodePort"),
+        "{all}"
+    );
+    assert!(rows.iter().any(|r| r[0] == "endpoints/web"), "{all}");
+    assert!(
+        rows.iter()
+            .any(|r| r[0].starts_with("endpointslice.discovery.k8s.io/web-")),
+        "{all}"
+    );
+    let front = format!("127.0.0.1:{port}");
+    // Each pod answers with its hostname (the pod's name).
+    eventually(30, || (spread(&front, 30).len() == 3).then_some(()));
+    c.kubectl(&["exec", "web-3", "--", "rm", "/www/ready"]).ok();
+    c.wait_status("web-3", "Running", Some("0/1"), 30);
+    let m = eventually(30, || {
+        let m = spread(&front, 30);
+        (m.len() == 2).then_some(m)
+    });
+    assert!(!m.contains_key("web-3"), "{m:?}");
+    c.kubectl(&["exec", "web-3", "--", "touch", "/www/ready"])
+        .ok();
+    eventually(30, || (spread(&front, 30).len() == 3).then_some(()));
+}

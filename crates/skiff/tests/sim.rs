@@ -13,7 +13,7 @@ fn sim_cluster(nodes: usize) -> Cluster {
         "--sim-nodes",
         &n,
         "--sim-node-capacity",
-        "cpu=4,memory=8Gi,pods=20",
+        "cpu=8,memory=16Gi,pods=30",
     ]));
     // Every simulated node registers and is Ready.
     eventually(60, || {
@@ -51,8 +51,8 @@ fn simulated_nodes_look_like_real_ones_and_run_many_pods() {
         .ok()
         .stdout;
     let node: serde_json::Value = serde_json::from_str(&node).unwrap();
-    assert_eq!(node["status"]["allocatable"]["pods"], "20");
-    assert_eq!(node["status"]["capacity"]["cpu"], "4");
+    assert_eq!(node["status"]["allocatable"]["pods"], "30");
+    assert_eq!(node["status"]["capacity"]["cpu"], "8");
     assert_eq!(
         node["metadata"]["labels"]["kubernetes.io/hostname"],
         "sim-7"
@@ -73,51 +73,53 @@ fn simulated_nodes_look_like_real_ones_and_run_many_pods() {
     let first = eventually(20, || Some(lease("sim-49")).filter(|t| !t.is_empty()));
     eventually(30, || (lease("sim-49") != first).then_some(()));
 
-    // 300 pods: more than 6 nodes' worth, so the scheduler spreads them; all start.
-    let mut list = String::new();
-    for i in 0..300 {
-        list.push_str(&format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: load-{i}, labels: {{app: load}}}}\n\
-             spec: {{containers: [{{name: c, image: app:1, resources: {{requests: {{cpu: 100m}}}}}}]}}\n"
-        ));
-    }
-    c.kubectl_stdin(&["create", "-f", "-"], Some(&list)).ok();
-    let nodes_used = eventually(120, || {
-        let out = c.kubectl(&[
-            "get",
-            "pods",
-            "-l",
-            "app=load",
-            "-o",
-            "wide",
-            "--no-headers",
-        ]);
-        let rows = table(&out.stdout);
-        let running = rows.iter().filter(|r| r[2] == "Running" && r[1] == "1/1");
+    // examples/sim/load.yaml: 1,000 pods, more than 30 nodes' worth of cpu, so the scheduler
+    // spreads them; the steady ones all run, the ones without an image never start.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/sim/load.yaml");
+    c.kubectl(&["create", "-f", example]).ok();
+    let rows = |sel: &str| {
+        let out = c.kubectl(&["get", "pods", "-l", sel, "-o", "wide", "--no-headers"]);
+        table(&out.stdout)
+    };
+    let nodes_used = eventually(180, || {
+        let rows = rows("kind=steady");
+        let running: Vec<&Vec<String>> = rows
+            .iter()
+            .filter(|r| r[2] == "Running" && r[1] == "1/1")
+            .collect();
         let nodes: std::collections::HashSet<&str> =
-            running.clone().map(|r| r[6].as_str()).collect();
-        (rows.len() == 300 && running.count() == 300).then(|| nodes.len())
+            running.iter().map(|r| r[6].as_str()).collect();
+        (running.len() == 700).then(|| nodes.len())
     });
-    assert!(nodes_used >= 15, "pods spread over {nodes_used} nodes");
+    assert!(
+        nodes_used >= 30,
+        "steady pods spread over {nodes_used} nodes"
+    );
+    eventually(60, || {
+        rows("kind=noimage")
+            .iter()
+            .all(|r| r[2] == "ErrImagePull" || r[2] == "ImagePullBackOff")
+            .then_some(())
+    });
     // A pod IP each, distinct.
     let ips = c
         .kubectl(&[
             "get",
             "pods",
             "-l",
-            "app=load",
+            "kind=steady",
             "-o",
             "jsonpath={.items[*].status.podIP}",
         ])
         .ok()
         .stdout;
     let ips: std::collections::HashSet<&str> = ips.split_whitespace().collect();
-    assert_eq!(ips.len(), 300);
+    assert_eq!(ips.len(), 700);
     // Deleting them: each goes through termination and the fleet confirms the deletion.
-    c.kubectl(&["delete", "pods", "-l", "app=load", "--wait=false"])
+    c.kubectl(&["delete", "pods", "-l", "app=sim-load", "--wait=false"])
         .ok();
-    eventually(60, || {
-        let out = c.kubectl(&["get", "pods", "-l", "app=load", "--no-headers"]);
+    eventually(120, || {
+        let out = c.kubectl(&["get", "pods", "-l", "app=sim-load", "--no-headers"]);
         out.stdout.trim().is_empty().then_some(())
     });
 }
