@@ -1058,3 +1058,92 @@ fn skiff_agent_joins_a_remote_server() {
         (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
 }
+
+#[test]
+fn env_from_config_maps_secrets_and_fields_and_a_missing_key() {
+    let s = Cluster::start();
+    s.kubectl(&["create", "configmap", "cfg", "--from-literal=colour=blue"])
+        .ok();
+    s.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=pass=s3cret",
+    ])
+    .ok();
+    s.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: envs, labels: {tier: front}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: ["sh", "-c", "echo colour=$COLOUR pass=$PASS pod=$POD tier=$TIER; sleep 600"]
+    env:
+    - {name: COLOUR, valueFrom: {configMapKeyRef: {name: cfg, key: colour}}}
+    - {name: PASS, valueFrom: {secretKeyRef: {name: sec, key: pass}}}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: TIER, valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nokey}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: ["sh", "-c", "sleep 600"]
+    env: [{name: X, valueFrom: {configMapKeyRef: {name: cfg, key: size}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: nosecretkey}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: busybox:1.36
+    command: ["sh", "-c", "sleep 600"]
+    env: [{name: X, valueFrom: {secretKeyRef: {name: sec, key: user}}}]
+"#,
+    )
+    .ok();
+    s.wait_status("envs", "Running", None, 60);
+    let logs = eventually(20, || {
+        let out = s.kubectl(&["logs", "envs"]).stdout;
+        (!out.is_empty()).then_some(out)
+    });
+    assert_eq!(logs.trim(), "colour=blue pass=s3cret pod=envs tier=front");
+    s.wait_status("nokey", "CreateContainerConfigError", Some("0/1"), 60);
+    assert_eq!(
+        s.field(
+            "nokey",
+            "{.status.containerStatuses[0].state.waiting.message}"
+        ),
+        "couldn't find key size in ConfigMap default/cfg"
+    );
+    s.wait_status("nosecretkey", "CreateContainerConfigError", Some("0/1"), 60);
+    assert_eq!(
+        s.field(
+            "nosecretkey",
+            "{.status.containerStatuses[0].state.waiting.message}"
+        ),
+        "couldn't find key user in Secret default/sec"
+    );
+    // Adding the key lets the pod start, as the kubelet retries the container's config.
+    s.kubectl(&[
+        "patch",
+        "configmap",
+        "cfg",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"size":"xl"}}"#,
+    ])
+    .ok();
+    s.wait_status("nokey", "Running", Some("1/1"), 60);
+}

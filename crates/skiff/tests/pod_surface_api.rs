@@ -362,3 +362,79 @@ fn deletecollection_with_selectors_and_lists_across_namespaces() {
         (names == "default/keep other/o1 ").then_some(())
     });
 }
+
+#[test]
+fn clients_write_pod_status_with_put_and_patch_and_tables_follow() {
+    let s = Skiff::bare();
+    s.create_node(node_object("n1", "4", "8Gi", json!({})));
+    s.apply(&bound_pod("st", "n1", 1, json!([]))).ok();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pods: Api<Pod> = Api::namespaced(s.client().await, "default");
+        // PUT pods/status: the whole object, with its resourceVersion.
+        let mut pod = pods.get_status("st").await.unwrap();
+        pod.status = Some(
+            serde_json::from_value(json!({
+                "phase": "Running",
+                "podIP": "10.1.2.3",
+                "podIPs": [{"ip": "10.1.2.3"}],
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "",
+                    "ready": true, "restartCount": 4, "started": true,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}],
+            }))
+            .unwrap(),
+        );
+        let put = pods
+            .replace_status("st", &PostParams::default(), &pod)
+            .await
+            .unwrap();
+        assert_eq!(put.status.unwrap().pod_ip.as_deref(), Some("10.1.2.3"));
+        // A stale resourceVersion is a conflict.
+        match pods
+            .replace_status("st", &PostParams::default(), &pod)
+            .await
+        {
+            Err(kube::Error::Api(e)) => assert_eq!(e.code, 409, "{e:?}"),
+            other => panic!("expected 409, got {other:?}"),
+        }
+        // The spec is not writable through pods/status.
+        let mut cur = pods.get_status("st").await.unwrap();
+        cur.spec.as_mut().unwrap().containers[0].image = Some("other:1".into());
+        let after = pods
+            .replace_status("st", &PostParams::default(), &cur)
+            .await
+            .unwrap();
+        assert_eq!(
+            after.spec.unwrap().containers[0].image.as_deref(),
+            Some("busybox")
+        );
+    });
+    let row = |s: &Skiff| {
+        common::table(
+            &s.kubectl(&["get", "pod", "st", "-o", "wide", "--no-headers"])
+                .ok()
+                .stdout,
+        )
+        .remove(0)
+    };
+    let r = row(&s);
+    assert_eq!(&r[1..4], ["1/1", "Running", "4"], "{r:?}");
+    assert_eq!(r[5], "10.1.2.3", "{r:?}");
+    // PATCH pods/status (kubectl --subresource=status): the table follows.
+    s.kubectl(&[
+        "patch",
+        "pod",
+        "st",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"containerStatuses":[{"name":"c","image":"busybox","imageID":"","ready":false,"restartCount":5,"state":{"waiting":{"reason":"CrashLoopBackOff"}}}]}}"#,
+    ])
+    .ok();
+    let r = row(&s);
+    assert_eq!(&r[1..4], ["0/1", "CrashLoopBackOff", "5"], "{r:?}");
+}
