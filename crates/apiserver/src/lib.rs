@@ -14,10 +14,12 @@ use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use skiff_store::Store;
 
+pub mod auth;
 pub mod discovery;
 pub mod errors;
 pub mod events;
 pub mod exec;
+pub mod join;
 pub mod logs;
 pub mod metrics;
 pub mod namespaces;
@@ -55,6 +57,8 @@ pub struct ServerConfig {
 struct AppState {
     api: Arc<Api>,
     token: String,
+    tokens: auth::TokenCache,
+    ca_pem: String,
 }
 
 /// A started server.
@@ -78,6 +82,7 @@ impl RunningServer {
 /// Starts the HTTPS API server on `cfg.bind` over `store`, ready when this returns.
 pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<RunningServer> {
     let network = cfg.network.clone();
+    tls::share_through_store(&cfg.pki_dir, &*store).await?;
     let pki = tls::load_or_create(&cfg.pki_dir, &cfg.extra_sans)?;
     let listener = std::net::TcpListener::bind(cfg.bind)?;
     listener.set_nonblocking(true)?;
@@ -87,7 +92,7 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<
         store,
         server_address: addr.to_string(),
         metrics: metrics::Metrics::new(),
-        agent_token: pki.admin_token.clone(),
+        agent_token: pki.agent_token.clone(),
         services: services::Allocators::new(network),
     });
     namespaces::ensure_system_namespaces(&api)
@@ -109,6 +114,8 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<
     let state = Arc::new(AppState {
         api: api.clone(),
         token: pki.admin_token.clone(),
+        tokens: auth::TokenCache::default(),
+        ca_pem: pki.ca_pem.clone(),
     });
     let app = Router::new().fallback(dispatch).with_state(state);
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem(
@@ -128,25 +135,28 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> std::io::Result<
     })
 }
 
-fn authorized(req: &Request, token: &str) -> bool {
-    let Some(h) = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(given) = h.strip_prefix("Bearer ") else {
-        return false;
-    };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// The request's bearer token, if any.
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    if !authorized(&req, &state.token) {
-        return ApiError::unauthorized().into_response();
+    // The one thing anyone may read: the CA, for agents that pin its hash.
+    if req.method() == Method::GET && req.uri().path() == join::CLUSTER_INFO_PATH {
+        return join::cluster_info(&state.ca_pem);
     }
+    let user = match bearer(&req) {
+        Some(t) => auth::authenticate(&state.api, &state.tokens, &state.token, t).await,
+        None => None,
+    };
+    let Some(user) = user else {
+        return ApiError::unauthorized().into_response();
+    };
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -157,6 +167,15 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
     if let Some(target) =
         exec::streaming_target(&path).or_else(|| exec::log_upgrade_target(&path, req.headers()))
     {
+        if user != auth::User::Admin {
+            let r = auth::parse_path(&path).unwrap_or_default();
+            return ApiError::forbidden(format!(
+                "User \"{}\" cannot create resource \"pods/{}\" in API group \"\"",
+                user.name(),
+                r.sub.unwrap_or("exec")
+            ))
+            .into_response();
+        }
         let resp = exec::serve(&state.api, req, target).await;
         record(&state, "CONNECT", "pods".into(), &resp, started);
         return resp;
@@ -171,6 +190,27 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
             return e.into_response();
         }
     };
+    if let Err(e) = auth::authorize(&state.api, &user, &method, &path, &body).await {
+        record(
+            &state,
+            verb(&method, &params),
+            "forbidden".into(),
+            &e.clone().into_response(),
+            started,
+        );
+        return e.into_response();
+    }
+    if method == Method::GET && path == join::AGENT_TOKEN_PATH {
+        let body = serde_json::json!({"agentToken": state.api.agent_token});
+        return json_response(StatusCode::OK, &body);
+    }
+    if method == Method::POST && path == join::JOIN_PATH {
+        let resp = join::join(&state.api, &body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+        record(&state, "POST", "join".into(), &resp, started);
+        return resp;
+    }
     let (resp, resource) = route(&state.api, &method, &path, &params, &headers, &body).await;
     let resp = resp.unwrap_or_else(IntoResponse::into_response);
     record(&state, verb(&method, &params), resource, &resp, started);

@@ -3,6 +3,7 @@
 //! changes nothing. The decisions are pure functions (time passed in); the loops do the I/O.
 
 pub mod endpoints;
+pub mod leader_election;
 pub mod namespace_defaults;
 pub mod node_lifecycle;
 pub mod taint_eviction;

@@ -17,7 +17,7 @@ mod endpoints;
 mod errors;
 mod kinds;
 mod meta;
-mod names;
+pub mod names;
 pub(crate) mod pod;
 pub(crate) mod pod_update;
 mod resources;

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod bench;
+mod cluster;
 mod image;
 mod kubeconfig;
 mod runtime;
@@ -34,7 +35,9 @@ enum Command {
     /// Start a one-machine cluster: API server with the embedded store, scheduler, controllers and
     /// a local agent (runc when it can, else the host runtime), and write a kubeconfig for kubectl.
     Up(up::UpArgs),
-    /// Start only the API server (same as `up --disable scheduler,controllers,agent`).
+    /// Start a control-plane server: the API server, scheduler and controllers, no local agent
+    /// (`--disable scheduler,controllers` for the API server alone). With `--store etcd`
+    /// several servers share one cluster; the scheduler and controllers run on the leader.
     Server(up::UpArgs),
     /// Run only the scheduler, against the server a kubeconfig names.
     Scheduler(up::SchedulerArgs),
@@ -42,6 +45,13 @@ enum Command {
     Agent(up::AgentArgs),
     /// Run simulated nodes that join the server a kubeconfig names (see `up --sim-nodes`).
     Sim(sim::SimCommandArgs),
+    /// Bootstrap tokens that let agents on other hosts join (`skiff token create`).
+    Token {
+        #[command(subcommand)]
+        cmd: cluster::TokenCommand,
+    },
+    /// Copy an embedded store into etcd (then run `skiff server --store etcd`).
+    Migrate(cluster::MigrateArgs),
     /// Manage a node's images: import, ls, pull, rm.
     Image(image::ImageArgs),
     /// Run a benchmark against an in-process server.
@@ -83,6 +93,8 @@ fn main() -> ExitCode {
             Command::Scheduler(args) => up::run_scheduler(args).await,
             Command::Agent(args) => up::run_agent(args).await,
             Command::Sim(args) => sim::run(args).await,
+            Command::Token { cmd } => cluster::token(cmd).await,
+            Command::Migrate(args) => cluster::migrate(args).await,
             Command::Image(args) => image::run(args).await,
             Command::Bench { which } => bench::run(which).await,
         }

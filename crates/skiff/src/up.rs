@@ -52,6 +52,58 @@ pub struct UpArgs {
     pub runtime: crate::runtime::RuntimeArgs,
     #[command(flatten)]
     pub sim: crate::sim::SimArgs,
+    /// Where the cluster's objects live: `embedded` (redb in the data dir) or `etcd` (shared by
+    /// several servers; the scheduler and controllers then run on one of them at a time).
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// etcd's client URLs (comma-separated), with `--store etcd`.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// The address other hosts reach this server at: put in its certificate and the kubeconfig
+    /// [default: --address, or 127.0.0.1 when that is 0.0.0.0].
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Embedded,
+    Etcd,
+}
+
+/// How often the etcd history older than one interval is compacted (Kubernetes: 5 minutes).
+const ETCD_COMPACTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Opens the store `args` ask for.
+async fn open_store(
+    args: &UpArgs,
+    data_dir: &std::path::Path,
+) -> Result<Arc<dyn skiff_store::Store>, String> {
+    match args.store {
+        StoreKind::Embedded => {
+            if !args.etcd_endpoints.is_empty() {
+                return Err("--etcd-endpoints needs --store etcd".into());
+            }
+            let store_path = data_dir.join("store.redb");
+            let store = RedbStore::open(&store_path).map_err(|e| {
+                format!(
+                    "cannot open the store {}: {e} (is another skiff using this data dir?)",
+                    store_path.display()
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Etcd => {
+            if args.etcd_endpoints.is_empty() {
+                return Err("--store etcd needs --etcd-endpoints http://HOST:2379[,…]".into());
+            }
+            let store = skiff_store::EtcdStore::connect(&args.etcd_endpoints)
+                .await
+                .map_err(|e| e.to_string())?;
+            store.spawn_compactor(ETCD_COMPACTION_INTERVAL);
+            Ok(Arc::new(store))
+        }
+    }
 }
 
 const PARTS: &[&str] = &["scheduler", "controllers", "agent"];
@@ -66,8 +118,8 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
             ));
         }
     }
-    let run_scheduler = !server_only && !args.disable.iter().any(|d| d == "scheduler");
-    let run_controllers = !server_only && !args.disable.iter().any(|d| d == "controllers");
+    let run_scheduler = !args.disable.iter().any(|d| d == "scheduler");
+    let run_controllers = !args.disable.iter().any(|d| d == "controllers");
     let run_agent = !server_only && !args.disable.iter().any(|d| d == "agent");
     let sim = if server_only {
         None
@@ -80,29 +132,28 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         .unwrap_or_else(crate::default_data_dir);
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create the data dir {}: {e}", data_dir.display()))?;
-    let store_path = data_dir.join("store.redb");
-    let store = RedbStore::open(&store_path).map_err(|e| {
-        format!(
-            "cannot open the store {}: {e} (is another skiff using this data dir?)",
-            store_path.display()
-        )
-    })?;
+    let store = open_store(&args, &data_dir).await?;
     let cfg = ServerConfig {
         pki_dir: data_dir.join("pki"),
         bind: SocketAddr::new(args.address, args.port),
-        extra_sans: vec![args.address.to_string()],
+        extra_sans: [Some(args.address), args.advertise_address]
+            .into_iter()
+            .flatten()
+            .filter(|a| !a.is_unspecified())
+            .map(|a| a.to_string())
+            .collect(),
         network: skiff_apiserver::ServiceNetwork::parse(
             &args.service_cluster_ip_range,
             &args.service_node_port_range,
         )?,
     };
-    let server = skiff_apiserver::start(cfg, Arc::new(store)).await.map_err(|e| {
+    let server = skiff_apiserver::start(cfg, store).await.map_err(|e| {
         format!("cannot start the API server on {}:{}: {e} (use --port to pick another port, or --port 0 for any free one)", args.address, args.port)
     })?;
-    let host = if args.address.is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        args.address.to_string()
+    let host = match args.advertise_address {
+        Some(a) => a.to_string(),
+        None if args.address.is_unspecified() => "127.0.0.1".to_string(),
+        None => args.address.to_string(),
     };
     let url = match host.parse::<IpAddr>() {
         Ok(IpAddr::V6(_)) => format!("https://[{host}]:{}", server.addr.port()),
@@ -135,7 +186,7 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
             node_ip,
             state_dir: data_dir.join("agent"),
             server_port: args.agent_port,
-            token: server.pki.admin_token.clone(),
+            token: server.pki.agent_token.clone(),
         };
         let name = cfg.node_name.clone();
         let (runtime, why) =
@@ -168,39 +219,26 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     }
     println!("export KUBECONFIG={}", kubeconfig_path.display());
     tracing::info!(server = %url, kubeconfig = %kubeconfig_path.display(), "ready");
-    let scheduler = if run_scheduler {
-        let client = client_from_kubeconfig(&kc).await?;
-        Some(skiff_scheduler::runner::start(
-            client,
-            SchedulerConfig::default(),
-        ))
-    } else {
-        None
+    let parts = Parts {
+        kubeconfig: kc.clone(),
+        scheduler: run_scheduler,
+        controllers: run_controllers,
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        ca_pem: server.pki.ca_pem.clone(),
     };
-    let controllers = if run_controllers {
-        let client = client_from_kubeconfig(&kc).await?;
-        let cfg = skiff_controllers::node_lifecycle::Config {
-            grace_period: std::time::Duration::from_secs(args.node_monitor_grace_period),
-            monitor_period: std::time::Duration::from_secs(
-                args.node_monitor_grace_period.clamp(1, 5),
-            ),
-        };
-        Some([
-            tokio::spawn(skiff_controllers::node_lifecycle::run(client.clone(), cfg)),
-            tokio::spawn(skiff_controllers::endpoints::run(client.clone())),
-            tokio::spawn(skiff_controllers::namespace_defaults::run_service_accounts(
-                client.clone(),
-            )),
-            tokio::spawn(
-                skiff_controllers::namespace_defaults::run_root_ca_publisher(
-                    client.clone(),
-                    server.pki.ca_pem.clone(),
-                ),
-            ),
-            tokio::spawn(skiff_controllers::taint_eviction::run(client)),
-        ])
-    } else {
+    // On a shared store several servers run; the scheduler and controllers run on the one
+    // that holds the leader Lease.
+    let control_plane = if !(run_scheduler || run_controllers) {
         None
+    } else if args.store == StoreKind::Etcd {
+        let client = client_from_kubeconfig(&kc).await?;
+        Some(tokio::spawn(run_when_leading(client, parts)))
+    } else {
+        let running = parts.start().await?;
+        Some(tokio::spawn(async move {
+            std::future::pending::<()>().await;
+            running.stop().await;
+        }))
     };
     let fleet = match sim {
         Some(cfg) => Some(crate::sim::spawn(client_from_kubeconfig(&kc).await?, cfg)),
@@ -215,15 +253,122 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         // Containers keep running; the next `up` on this data dir re-adopts them.
         a.shutdown().await;
     }
-    for c in controllers.iter().flatten() {
+    if let Some(c) = control_plane {
         c.abort();
-    }
-    if let Some(s) = scheduler {
-        s.shutdown().await;
+        let _ = c.await;
     }
     server.shutdown().await;
     Ok(())
 }
+
+/// The parts of a server other than the API server itself, all API clients.
+struct Parts {
+    kubeconfig: String,
+    scheduler: bool,
+    controllers: bool,
+    node_monitor_grace_period: u64,
+    ca_pem: String,
+}
+
+/// Started parts; stopping aborts them.
+struct Running {
+    scheduler: Option<skiff_scheduler::runner::SchedulerHandle>,
+    controllers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Parts {
+    async fn start(&self) -> Result<Running, String> {
+        let scheduler = if self.scheduler {
+            let client = client_from_kubeconfig(&self.kubeconfig).await?;
+            Some(skiff_scheduler::runner::start(
+                client,
+                SchedulerConfig::default(),
+            ))
+        } else {
+            None
+        };
+        let mut controllers = Vec::new();
+        if self.controllers {
+            let client = client_from_kubeconfig(&self.kubeconfig).await?;
+            let cfg = skiff_controllers::node_lifecycle::Config {
+                grace_period: std::time::Duration::from_secs(self.node_monitor_grace_period),
+                monitor_period: std::time::Duration::from_secs(
+                    self.node_monitor_grace_period.clamp(1, 5),
+                ),
+            };
+            controllers = vec![
+                tokio::spawn(skiff_controllers::node_lifecycle::run(client.clone(), cfg)),
+                tokio::spawn(skiff_controllers::endpoints::run(client.clone())),
+                tokio::spawn(skiff_controllers::namespace_defaults::run_service_accounts(
+                    client.clone(),
+                )),
+                tokio::spawn(
+                    skiff_controllers::namespace_defaults::run_root_ca_publisher(
+                        client.clone(),
+                        self.ca_pem.clone(),
+                    ),
+                ),
+                tokio::spawn(skiff_controllers::taint_eviction::run(client)),
+            ];
+        }
+        Ok(Running {
+            scheduler,
+            controllers,
+        })
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        for c in &self.controllers {
+            c.abort();
+        }
+        if let Some(s) = self.scheduler {
+            s.shutdown().await;
+        }
+    }
+}
+
+/// Campaigns for the control-plane Lease and runs the parts while this server leads.
+async fn run_when_leading(client: kube::Client, parts: Parts) {
+    let identity = format!(
+        "{}_{}",
+        skiff_agent::node::hostname(),
+        skiff_apiserver::join::random_token(8)
+    );
+    let cfg = skiff_controllers::leader_election::Config::new(CONTROL_PLANE_LEASE, &identity);
+    let (mut leading, election) = skiff_controllers::leader_election::run(client, cfg);
+    let mut running: Option<Running> = None;
+    loop {
+        let lead = *leading.borrow_and_update();
+        match (lead, running.is_some()) {
+            (true, false) => match parts.start().await {
+                Ok(r) => {
+                    println!("leading: scheduler and controllers started here ({identity})");
+                    running = Some(r);
+                }
+                Err(e) => tracing::error!(error = %e, "cannot start the scheduler and controllers"),
+            },
+            (false, true) => {
+                if let Some(r) = running.take() {
+                    r.stop().await;
+                }
+                println!("not leading: scheduler and controllers stopped here");
+            }
+            _ => {}
+        }
+        if leading.changed().await.is_err() {
+            break;
+        }
+    }
+    election.abort();
+    if let Some(r) = running {
+        r.stop().await;
+    }
+}
+
+/// The Lease (in kube-system) the servers of one cluster elect their control plane with.
+pub const CONTROL_PLANE_LEASE: &str = "skiff-control-plane";
 
 /// A kube client from kubeconfig contents (the admin kubeconfig `up` renders).
 pub async fn client_from_kubeconfig(yaml: &str) -> Result<kube::Client, String> {
@@ -293,13 +438,18 @@ pub struct AgentArgs {
     /// URL of the API server (`https://host:port`).
     #[arg(long)]
     pub server: String,
-    /// Bearer token for the API server; the agent's log server accepts the same token.
+    /// A bootstrap token from `skiff token create` (with --ca-cert-hash: the agent joins and
+    /// gets credentials of its own node), or any bearer token of the API server.
     #[arg(long)]
     pub token: String,
+    /// The pinned hash of the server's CA (`sha256:…`, printed by `skiff token create`): the
+    /// agent fetches the CA and trusts it only if it matches.
+    #[arg(long, conflicts_with_all = ["ca_file", "insecure_skip_tls_verify"])]
+    pub ca_cert_hash: Option<String>,
     /// Name of this node [default: the hostname].
     #[arg(long)]
     pub node_name: Option<String>,
-    /// The agent's state (runtime records, logs, volumes) [default: <data dir>/agent].
+    /// The agent's state (runtime records, logs, volumes, credentials) [default: <data dir>/agent].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
     /// The node's InternalIP, where the log server listens [default: the address that reaches the server].
@@ -318,62 +468,192 @@ pub struct AgentArgs {
     pub runtime: crate::runtime::RuntimeArgs,
 }
 
-/// `skiff agent`: a node agent joining the server at `--server`.
-pub async fn run_agent(args: AgentArgs) -> Result<(), String> {
-    let tls = if let Some(f) = &args.ca_file {
-        let pem =
-            std::fs::read_to_string(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
-        use base64::Engine;
-        format!(
-            "certificate-authority-data: {}",
-            base64::engine::general_purpose::STANDARD.encode(pem)
-        )
-    } else if args.insecure_skip_tls_verify {
-        "insecure-skip-tls-verify: true".to_string()
-    } else {
-        return Err(
-            "give --ca-file (the server's CA, <data-dir>/pki/ca.crt) or --insecure-skip-tls-verify"
-                .into(),
-        );
+/// A kubeconfig for `server` with `tls` (a `certificate-authority-data:` or
+/// `insecure-skip-tls-verify:` line) and, when given, a bearer token.
+fn agent_kubeconfig(server: &str, tls: &str, token: Option<&str>) -> String {
+    let user = match token {
+        Some(t) => format!("    token: {t}\n"),
+        None => "    {}\n".to_string(),
     };
-    let kc = format!(
+    format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: skiff
   cluster:
-    server: {}
+    server: {server}
     {tls}
 users:
 - name: skiff
   user:
-    token: {}
-contexts:
+{user}contexts:
 - name: skiff
   context:
     cluster: skiff
     user: skiff
 current-context: skiff
-",
-        args.server, args.token
-    );
+"
+    )
+}
+
+fn ca_data_line(pem: &str) -> String {
+    use base64::Engine;
+    format!(
+        "certificate-authority-data: {}",
+        base64::engine::general_purpose::STANDARD.encode(pem)
+    )
+}
+
+/// The credentials a joined agent keeps in its state dir, so a restart needs no bootstrap token.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Credentials {
+    server: String,
+    node: String,
+    token: String,
+    #[serde(rename = "caCert")]
+    ca_cert: String,
+}
+
+async fn get_json(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<serde_json::Value, String> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    let text = client
+        .request_text(req)
+        .await
+        .map_err(|e| format!("{method} {path}: {e}"))?;
+    serde_json::from_str(&text).map_err(|e| format!("{method} {path}: {e}"))
+}
+
+/// Joins with a bootstrap token: fetches the CA, checks it against the pinned hash, and
+/// exchanges the bootstrap token for the node's own credential.
+async fn join(args: &AgentArgs, pin: &str, node: &str) -> Result<Credentials, String> {
+    let anonymous = client_from_kubeconfig(&agent_kubeconfig(
+        &args.server,
+        "insecure-skip-tls-verify: true",
+        None,
+    ))
+    .await?;
+    let info = get_json(
+        &anonymous,
+        "GET",
+        skiff_apiserver::join::CLUSTER_INFO_PATH,
+        vec![],
+    )
+    .await?;
+    let ca = info["caCert"]
+        .as_str()
+        .ok_or("the server's cluster-info has no CA certificate")?
+        .to_string();
+    let hash = skiff_apiserver::tls::ca_cert_hash(&ca).map_err(|e| e.to_string())?;
+    if !hash.eq_ignore_ascii_case(pin.trim()) {
+        return Err(format!(
+            "the server's CA has hash {hash}, not the --ca-cert-hash {pin}: refusing to join (is --server the right cluster?)"
+        ));
+    }
+    let bootstrap = client_from_kubeconfig(&agent_kubeconfig(
+        &args.server,
+        &ca_data_line(&ca),
+        Some(&args.token),
+    ))
+    .await?;
+    let body = serde_json::to_vec(&serde_json::json!({"node": node})).map_err(|e| e.to_string())?;
+    let joined = get_json(&bootstrap, "POST", skiff_apiserver::join::JOIN_PATH, body)
+        .await
+        .map_err(|e| {
+            format!("the server refused to join this node: {e} (is the token valid and unexpired?)")
+        })?;
+    let token = joined["token"]
+        .as_str()
+        .ok_or("the join answer has no token")?;
+    Ok(Credentials {
+        server: args.server.clone(),
+        node: node.to_string(),
+        token: token.to_string(),
+        ca_cert: ca,
+    })
+}
+
+/// `skiff agent`: a node agent joining the server at `--server`.
+pub async fn run_agent(args: AgentArgs) -> Result<(), String> {
+    let node_name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(skiff_agent::node::hostname);
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| crate::default_data_dir().join("agent"));
+    let kc = if let Some(pin) = &args.ca_cert_hash {
+        let saved = state_dir.join("credentials.json");
+        let creds = match std::fs::read(&saved)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Credentials>(&b).ok())
+            .filter(|c| c.server == args.server && c.node == node_name)
+        {
+            Some(c) => c,
+            None => {
+                let c = join(&args, pin, &node_name).await?;
+                std::fs::create_dir_all(&state_dir)
+                    .map_err(|e| format!("cannot create {}: {e}", state_dir.display()))?;
+                let json = serde_json::to_string(&c).map_err(|e| e.to_string())?;
+                skiff_apiserver::tls::write_private(&saved, &json)
+                    .map_err(|e| format!("cannot save {}: {e}", saved.display()))?;
+                println!("joined the cluster as node {node_name}");
+                c
+            }
+        };
+        agent_kubeconfig(
+            &args.server,
+            &ca_data_line(&creds.ca_cert),
+            Some(&creds.token),
+        )
+    } else {
+        let tls = if let Some(f) = &args.ca_file {
+            let pem = std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+            ca_data_line(&pem)
+        } else if args.insecure_skip_tls_verify {
+            "insecure-skip-tls-verify: true".to_string()
+        } else {
+            return Err(
+                "give --ca-cert-hash (from `skiff token create`), --ca-file (the server's CA, <data-dir>/pki/ca.crt) or --insecure-skip-tls-verify"
+                    .into(),
+            );
+        };
+        agent_kubeconfig(&args.server, &tls, Some(&args.token))
+    };
     let client = client_from_kubeconfig(&kc).await?;
+    // What the API server presents when it calls this agent (logs, exec, port-forward).
+    let agent_token = get_json(
+        &client,
+        "GET",
+        skiff_apiserver::join::AGENT_TOKEN_PATH,
+        vec![],
+    )
+    .await
+    .map_err(|e| format!("cannot reach the server with these credentials: {e}"))?["agentToken"]
+        .as_str()
+        .ok_or("the server did not say which token it presents to agents")?
+        .to_string();
     let node_ip = match args.node_ip {
         Some(ip) => ip,
         None => local_ip_towards(&args.server).await?,
     };
     let cfg = AgentConfig {
-        node_name: args
-            .node_name
-            .clone()
-            .unwrap_or_else(skiff_agent::node::hostname),
+        node_name,
         node_ip,
-        state_dir: args
-            .state_dir
-            .clone()
-            .unwrap_or_else(|| crate::default_data_dir().join("agent")),
+        state_dir,
         server_port: args.port,
-        token: args.token.clone(),
+        token: agent_token,
     };
     let name = cfg.node_name.clone();
     let (runtime, why) =

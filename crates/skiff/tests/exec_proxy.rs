@@ -210,12 +210,15 @@ struct Cluster {
     agent: FakeAgent,
     addr: String,
     token: String,
+    /// What the API server presents to the agent.
+    agent_token: String,
 }
 
 async fn cluster() -> Cluster {
     let skiff = Skiff::bare();
     let token = skiff.admin_token();
-    let agent = start_agent(token.clone()).await;
+    let agent_token = skiff.agent_token();
+    let agent = start_agent(agent_token.clone()).await;
     let client = skiff.client().await;
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());
     let node: Node = serde_json::from_value(json!({
@@ -264,6 +267,7 @@ async fn cluster() -> Cluster {
         agent,
         addr,
         token,
+        agent_token,
     }
 }
 
@@ -431,7 +435,7 @@ async fn exec_and_attach_are_spliced_to_the_agent() {
     for h in &seen {
         assert_eq!(
             h.header("authorization"),
-            Some(format!("Bearer {}", c.token).as_str())
+            Some(format!("Bearer {}", c.agent_token).as_str())
         );
         assert_eq!(h.header("sec-websocket-key"), Some(KEY));
         assert_eq!(h.header("sec-websocket-version"), Some("13"));

@@ -3,15 +3,18 @@
 //! The store knows nothing of Kubernetes: it keeps bytes under string keys. Every write gets the
 //! next value of one global revision counter (it becomes `resourceVersion` in the API), and a
 //! watcher can ask for every change under a prefix after a given revision. The embedded backend
-//! ([`redb_store::RedbStore`]) is the default; an etcd backend implements the same [`Store`] trait.
+//! ([`redb_store::RedbStore`]) is the default; [`etcd_store::EtcdStore`] implements the same
+//! [`Store`] trait on etcd, for several servers sharing one cluster.
 
 use std::pin::Pin;
 
 use futures::Stream;
 
 pub mod conformance;
+pub mod etcd_store;
 pub mod redb_store;
 
+pub use etcd_store::EtcdStore;
 pub use redb_store::{Options, RedbStore, StoreStats};
 
 /// One global, strictly increasing revision. 0 means "no revision".

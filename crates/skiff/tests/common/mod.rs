@@ -334,6 +334,14 @@ impl Skiff {
         self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
     }
 
+    /// The token the API server presents to node agents (what an agent's own server accepts).
+    pub fn agent_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("pki/agent.token"))
+            .expect("agent token")
+            .trim()
+            .to_string()
+    }
+
     /// The admin bearer token `up` made.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir().join("pki/admin.token"))

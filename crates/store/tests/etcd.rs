@@ -1,0 +1,135 @@
+//! Runs the conformance suite against [`EtcdStore`] on a real etcd (Debian's etcd-server,
+//! started here on free loopback ports with its own data dir), plus compaction.
+//!
+//! Without an `etcd` binary on PATH each test says so and passes without checking anything
+//! (`scripts/test` installs etcd-server, so CI always runs them).
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use skiff_store::{EtcdStore, Store, StoreError, conformance};
+
+/// An etcd process on 127.0.0.1; killed and its data removed when dropped.
+pub struct Etcd {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub endpoint: String,
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn etcd() -> Option<Etcd> {
+    if Command::new("etcd").arg("--version").output().is_err() {
+        eprintln!("etcd is not installed (apt-get install etcd-server): skipping");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let child = Command::new("etcd")
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &endpoint])
+        .args(["--advertise-client-urls", &endpoint])
+        .args([
+            "--listen-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+            "--initial-cluster",
+            &format!("default=http://127.0.0.1:{peer}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd");
+    let e = Etcd {
+        child,
+        _dir: dir,
+        endpoint,
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(e.endpoint.trim_start_matches("http://")).is_err() {
+        assert!(Instant::now() < deadline, "etcd did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(e)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite() {
+    let Some(e) = etcd() else { return };
+    let store = EtcdStore::connect(std::slice::from_ref(&e.endpoint))
+        .await
+        .unwrap();
+    conformance::run_all(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compacted_history_is_gone() {
+    let Some(e) = etcd() else { return };
+    let store = EtcdStore::connect(std::slice::from_ref(&e.endpoint))
+        .await
+        .unwrap();
+    // The suite's compaction check, with etcd compacting all but the last `history` revisions.
+    let history = 10;
+    let root = "/c";
+    for i in 0..history + 20 {
+        store.create(&format!("{root}/{i}"), vec![]).await.unwrap();
+    }
+    let now = store.current_revision().await.unwrap();
+    store.compact(now - history).await.unwrap();
+    let requested = now - history - 10;
+    let err = store.watch(root, requested).await.err();
+    let Some(StoreError::Compacted {
+        requested: got,
+        oldest,
+    }) = err
+    else {
+        panic!("expected Compacted for a watch from {requested}, got {err:?}");
+    };
+    assert_eq!(got, requested);
+    assert!(
+        oldest > requested && oldest < now,
+        "oldest {oldest}, now {now}"
+    );
+    let mut watch = store.watch(root, oldest).await.unwrap();
+    assert_eq!(
+        conformance::next_event(&mut watch).await.kv.mod_revision,
+        oldest + 1
+    );
+    assert!(store.watch(root, now).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoint_is_skipped_and_a_dead_etcd_is_a_clear_error() {
+    let Some(e) = etcd() else { return };
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let store = EtcdStore::connect(&[format!("{dead},{}", e.endpoint)])
+        .await
+        .unwrap();
+    store.create("/x", b"1".to_vec()).await.unwrap();
+    assert_eq!(store.get("/x").await.unwrap().unwrap().value, b"1");
+    let err = EtcdStore::connect(&[dead]).await.err().unwrap();
+    assert!(err.to_string().contains("does not answer"), "{err}");
+    let err = EtcdStore::connect(&["127.0.0.1:2379".into()])
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("http://"), "{err}");
+}
