@@ -180,10 +180,10 @@ fn forbidden(user: &User, verb: &str, r: &Request, why: &str) -> ApiError {
         Some(s) => format!("{}/{s}", r.resource),
         None => r.resource.to_string(),
     };
-    let name = r
-        .name
-        .map(|n| format!("{what} \"{n}\" is forbidden: "))
-        .unwrap_or_default();
+    let name = match r.name {
+        Some(n) => format!("{what} \"{n}\" is forbidden: "),
+        None => format!("{what} is forbidden: "),
+    };
     let ns = r
         .namespace
         .map(|n| format!(" in the namespace \"{n}\""))

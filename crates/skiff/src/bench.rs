@@ -15,6 +15,7 @@ use skiff_store::RedbStore;
 mod pod_start;
 mod proxy;
 mod sim;
+mod startup;
 
 #[derive(Subcommand)]
 pub enum Which {
@@ -69,6 +70,10 @@ pub enum Which {
     /// Simulated nodes at scale: N nodes, M pods with a mix of behaviours (readiness flips,
     /// crash loops); time until every pod runs, steady pod transitions/s, process RSS.
     Sim(sim::SimBench),
+    /// `skiff up` (a child process): time to serving, time to a Ready node, idle RSS and CPU.
+    Up(startup::UpBench),
+    /// The standard suite, one benchmark after another, with a summary table.
+    Suite(startup::Suite),
 }
 
 pub async fn run(which: Which) -> Result<(), String> {
@@ -103,6 +108,8 @@ pub async fn run(which: Which) -> Result<(), String> {
         Which::PodStart(b) => pod_start::run(b).await,
         Which::Proxy(b) => proxy::run(b).await,
         Which::Sim(b) => sim::run(b).await,
+        Which::Up(b) => startup::up(b).await,
+        Which::Suite(s) => startup::suite(s).await,
     }
 }
 
