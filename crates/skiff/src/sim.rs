@@ -45,7 +45,7 @@ impl SimArgs {
                 self.sim_node_prefix
             ));
         }
-        if !(self.sim_event_qps > 0.0) {
+        if !self.sim_event_qps.is_finite() || self.sim_event_qps <= 0.0 {
             return Err("--sim-event-qps must be more than 0".into());
         }
         Ok(Some(FleetConfig {

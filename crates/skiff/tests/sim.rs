@@ -89,7 +89,7 @@ fn simulated_nodes_look_like_real_ones_and_run_many_pods() {
             .collect();
         let nodes: std::collections::HashSet<&str> =
             running.iter().map(|r| r[6].as_str()).collect();
-        (running.len() == 700).then(|| nodes.len())
+        (running.len() == 700).then_some(nodes.len())
     });
     assert!(
         nodes_used >= 30,

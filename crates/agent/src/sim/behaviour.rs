@@ -154,12 +154,12 @@ impl Behaviour {
 
     /// Whether a liveness probe passes `since` after the instance started.
     pub fn live(&self, since: SignedDuration) -> bool {
-        !self.liveness_fail_after.is_some_and(|d| since >= d)
+        self.liveness_fail_after.is_none_or(|d| since < d)
     }
 
     /// Whether a startup probe passes `since` after the instance started.
     pub fn started(&self, since: SignedDuration) -> bool {
-        !self.startup_after.is_some_and(|d| since < d)
+        self.startup_after.is_none_or(|d| since >= d)
     }
 
     /// When (after its start) the process ends on its own, and how: (after, exit code, OOM).
