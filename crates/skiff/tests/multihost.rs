@@ -399,6 +399,38 @@ spec:
     });
     assert_eq!(logs.trim(), "hello from a1");
 
+    // a1's credentials write the status of its own pods only.
+    let status = r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#;
+    let mine = as_a1(&[
+        "patch",
+        "pod",
+        "on-a1",
+        "-n",
+        "shared",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    assert_eq!(mine.code, 0, "{mine:?}");
+    let theirs = as_a1(&[
+        "patch",
+        "pod",
+        "on-a2",
+        "-n",
+        "shared",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    assert!(
+        theirs
+            .stderr
+            .contains("can only update pod status for pods with spec.nodeName set to itself"),
+        "{theirs:?}"
+    );
+
     // Cut a2's link: NotReady (Unknown), tainted, its pod evicted.
     must(&["ip", "link", "set", &net.veth("a2"), "down"]);
     eventually(60, || {

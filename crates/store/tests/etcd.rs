@@ -5,25 +5,10 @@
 //! (`scripts/test` installs etcd-server, so CI always runs them).
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use skiff_store::{EtcdStore, Store, StoreError, conformance};
-
-/// An etcd process on 127.0.0.1; killed and its data removed when dropped.
-pub struct Etcd {
-    child: Child,
-    _dir: tempfile::TempDir,
-    pub endpoint: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use skiff_testsupport::etcd::Etcd;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -34,41 +19,7 @@ fn free_port() -> u16 {
 }
 
 fn etcd() -> Option<Etcd> {
-    if Command::new("etcd").arg("--version").output().is_err() {
-        eprintln!("etcd is not installed (apt-get install etcd-server): skipping");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let (client, peer) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{client}");
-    let child = Command::new("etcd")
-        .args(["--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &endpoint])
-        .args(["--advertise-client-urls", &endpoint])
-        .args([
-            "--listen-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-advertise-peer-urls",
-            &format!("http://127.0.0.1:{peer}"),
-            "--initial-cluster",
-            &format!("default=http://127.0.0.1:{peer}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start etcd");
-    let e = Etcd {
-        child,
-        _dir: dir,
-        endpoint,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(e.endpoint.trim_start_matches("http://")).is_err() {
-        assert!(Instant::now() < deadline, "etcd did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some(e)
+    Etcd::start()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -2,6 +2,7 @@
 //!
 //! * [`health`]: a tiny gRPC health server (`grpc.health.v1.Health/Check` over h2c), run as
 //!   the `grpc-health` binary: `grpc-health --port N [--fail-after SECS]`.
+//! * [`etcd`]: a real etcd on free loopback ports, for the etcd store's and API's tests.
 //! * [`image`]: an OCI image layout holding a binary and the shared libraries it needs
 //!   (`grpc-health oci-layout DIR [NAME]` packages itself), for `skiff image import`.
 //!
@@ -10,5 +11,6 @@
 //! to their own binaries: `<target>/<profile>/grpc-health`, built by `cargo build`/`nextest
 //! --workspace`, or built on demand by the test with `cargo build -p skiff-testsupport`.
 
+pub mod etcd;
 pub mod health;
 pub mod image;
