@@ -23,22 +23,35 @@ pub struct UpBench {
     pub runtime: String,
 }
 
-/// RSS (bytes) and CPU ticks (utime + stime) of a process.
-fn usage(pid: u32) -> Option<(u64, u64)> {
+/// What a process uses: RSS, of which anonymous (heap, stacks) bytes, and CPU ticks.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    rss: u64,
+    anon: u64,
+    ticks: u64,
+}
+
+fn usage(pid: u32) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let rss = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()?
-        * 1024;
+    let kib = |field: &str| -> Option<u64> {
+        let v = status
+            .lines()
+            .find(|l| l.starts_with(field))?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u64>()
+            .ok()?;
+        Some(v * 1024)
+    };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let after = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some((rss, ticks))
+    Some(Usage {
+        rss: kib("VmRSS:")?,
+        anon: kib("RssAnon:")?,
+        ticks,
+    })
 }
 
 pub async fn up(b: UpBench) -> Result<(), String> {
@@ -99,22 +112,25 @@ pub async fn up(b: UpBench) -> Result<(), String> {
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
+        let ticks = after.ticks.saturating_sub(before.ticks);
         eprintln!(
-            "  run {}: ready {t_ready:.0?}, node Ready {t_node:.0?}, idle RSS {:.1} MiB, {} CPU ticks in {} s",
+            "  run {}: ready {t_ready:.0?}, node Ready {t_node:.0?}, idle RSS {:.1} MiB ({:.1} MiB anonymous), {ticks} CPU ticks in {} s",
             run + 1,
-            mib(after.0),
-            after.1.saturating_sub(before.1),
+            mib(after.rss),
+            mib(after.anon),
             b.idle
         );
         ready.push(t_ready);
         node_ready.push(t_node);
-        idle.push((after.0, after.1.saturating_sub(before.1)));
+        idle.push(after);
     }
     ready.sort();
     node_ready.sort();
     let median = |v: &[Duration]| v[v.len() / 2];
-    let mut rss: Vec<u64> = idle.iter().map(|i| i.0).collect();
+    let mut rss: Vec<u64> = idle.iter().map(|i| i.rss).collect();
     rss.sort();
+    let mut anon: Vec<u64> = idle.iter().map(|i| i.anon).collect();
+    anon.sort();
     println!(
         "skiff up → serving:          {:.0?} median of {} (process start to the kubeconfig line)",
         median(&ready),
@@ -125,8 +141,9 @@ pub async fn up(b: UpBench) -> Result<(), String> {
         median(&node_ready)
     );
     println!(
-        "idle RSS (server + agent):   {:.1} MiB median, runtime {}",
+        "idle RSS (server + agent):   {:.1} MiB median, of which {:.1} MiB anonymous (the rest: pages of the binary), runtime {}",
         mib(rss[rss.len() / 2]),
+        mib(anon[anon.len() / 2]),
         b.runtime
     );
     Ok(())
