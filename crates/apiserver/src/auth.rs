@@ -156,7 +156,8 @@ pub struct Request<'a> {
 }
 
 pub fn parse_path(path: &str) -> Option<Request<'_>> {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Split exactly as the router does (empty segments dropped), so both see the same request.
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let (group, rest) = match segs.as_slice() {
         ["api", _v, rest @ ..] => ("", rest),
         ["apis", g, _v, rest @ ..] => (*g, rest),
@@ -212,6 +213,73 @@ fn body_name(body: &[u8]) -> Option<String> {
     v["metadata"]["name"].as_str().map(String::from)
 }
 
+/// What the node authorizer says about one request of a node, before looking at any object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeRule {
+    Allow,
+    Deny(String),
+    /// Allowed if the pod named in the request is bound to this node.
+    IfPodOnNode,
+}
+
+/// Secrets that hold credentials: never readable with a node's credential.
+fn credential_secret(name: &str) -> bool {
+    name.starts_with("node-token-") || name.starts_with("bootstrap-token-")
+}
+
+/// The node authorizer's rule (pure): reads of everything but credentials and other pods'
+/// logs; writes of its own Node, its own Lease, events, and the status and deletion of pods
+/// bound to it. `named` is the object's name (from the path, or a create's body).
+pub fn node_rule(node: &str, method: &Method, r: &Request, named: Option<&str>) -> NodeRule {
+    let own = named == Some(node);
+    if *method == Method::GET {
+        return match (r.group, r.resource, r.sub) {
+            ("", "secrets", _) => match r.name {
+                // By name only (as a kubelet reads the Secrets its pods use), never a list or a
+                // watch, never a credential.
+                Some(n) if !credential_secret(n) => NodeRule::Allow,
+                Some(_) => NodeRule::Deny(format!(
+                    "node \"{node}\" may not read credentials of the cluster"
+                )),
+                None => NodeRule::Deny(format!("node \"{node}\" may read Secrets only by name")),
+            },
+            ("", "pods", Some(sub)) if sub != "status" => NodeRule::Deny(format!(
+                "node \"{node}\" may not read pods/{sub} through the API server"
+            )),
+            _ => NodeRule::Allow,
+        };
+    }
+    match (r.group, r.resource) {
+        ("", "nodes") if own && matches!(r.sub, None | Some("status")) => NodeRule::Allow,
+        ("", "nodes") => NodeRule::Deny(format!(
+            "node \"{node}\" is not allowed to modify node \"{}\"",
+            named.unwrap_or_default()
+        )),
+        ("coordination.k8s.io", "leases") if r.namespace == Some("kube-node-lease") && own => {
+            NodeRule::Allow
+        }
+        ("coordination.k8s.io", "leases") => NodeRule::Deny(format!(
+            "node \"{node}\" may only write its own Lease in kube-node-lease"
+        )),
+        ("" | "events.k8s.io", "events") if r.name.is_some() || *method == Method::POST => {
+            NodeRule::Allow
+        }
+        ("", "pods")
+            if r.name.is_some()
+                && matches!(
+                    (method.clone(), r.sub),
+                    (Method::PATCH | Method::PUT, Some("status")) | (Method::DELETE, None)
+                ) =>
+        {
+            NodeRule::IfPodOnNode
+        }
+        ("", "pods") => NodeRule::Deny(format!(
+            "node \"{node}\" can only update pod status for pods with spec.nodeName set to itself"
+        )),
+        _ => NodeRule::Deny(format!("node \"{node}\" may not write this resource")),
+    }
+}
+
 /// Whether `user` may do this; Err: the 403 to answer.
 pub async fn authorize(
     api: &Api,
@@ -236,79 +304,62 @@ pub async fn authorize(
         }
         User::Node(n) => n,
     };
-    if *method == Method::GET {
-        return Ok(());
-    }
     let Some(r) = parse_path(path) else {
+        // Not a resource: discovery, version, health, the agent-token endpoint are reads.
+        if *method == Method::GET {
+            return Ok(());
+        }
         return Err(ApiError::forbidden(format!(
             "User \"{}\" cannot {} {path}",
             user.name(),
             verb(method)
         )));
     };
-    let own_name = |name: Option<String>| name.as_deref() == Some(node.as_str());
     let named = r
         .name
         .map(String::from)
         .or_else(|| (*method == Method::POST).then(|| body_name(body)).flatten());
-    match (r.group, r.resource) {
-        ("", "nodes") => {
-            if own_name(named.clone()) && (r.sub.is_none() || r.sub == Some("status")) {
-                return Ok(());
-            }
-            Err(forbidden(
-                user,
-                verb(method),
-                &r,
-                &format!(
-                    "node \"{node}\" is not allowed to modify node \"{}\"",
-                    named.unwrap_or_default()
-                ),
-            ))
-        }
-        ("coordination.k8s.io", "leases") => {
-            if r.namespace == Some("kube-node-lease") && own_name(named) {
-                return Ok(());
-            }
-            Err(forbidden(
-                user,
-                verb(method),
-                &r,
-                &format!("node \"{node}\" may only write its own Lease in kube-node-lease"),
-            ))
-        }
-        ("" | "events.k8s.io", "events") => Ok(()),
-        ("", "pods")
-            if matches!(
-                (method.clone(), r.sub),
-                (Method::PATCH | Method::PUT, Some("status")) | (Method::DELETE, None)
-            ) =>
-        {
+    let deny = |why: String| Err(forbidden(user, verb(method), &r, &why));
+    match node_rule(node, method, &r, named.as_deref()) {
+        NodeRule::Allow => Ok(()),
+        NodeRule::Deny(why) => deny(why),
+        NodeRule::IfPodOnNode => {
             let bound = match (r.namespace, r.name) {
                 (Some(ns), Some(name)) => pod_node(api, ns, name).await,
                 _ => None,
             };
             match bound {
                 Some(n) if n == *node => Ok(()),
-                // Already gone: let the request say 404 itself.
-                None if r.name.is_some() => Ok(()),
-                _ => Err(forbidden(
-                    user,
-                    verb(method),
-                    &r,
-                    &format!(
-                        "node \"{node}\" can only update pod status for pods with spec.nodeName set to itself"
-                    ),
+                // Gone already: the request itself answers 404.
+                None => Ok(()),
+                _ => deny(format!(
+                    "node \"{node}\" can only update pod status for pods with spec.nodeName set to itself"
                 )),
             }
         }
-        _ => Err(forbidden(
-            user,
-            verb(method),
-            &r,
-            &format!("node \"{node}\" may not write this resource"),
-        )),
     }
+}
+
+/// The token the API server presents to `node`'s agent: HMAC-SHA256 of the node's name under
+/// the cluster's agent secret, so each agent holds a credential for calls to itself only.
+pub fn agent_token_for(secret: &str, node: &str) -> String {
+    use sha2::{Digest, Sha256};
+    const BLOCK: usize = 64;
+    let mut key = secret.as_bytes().to_vec();
+    if key.len() > BLOCK {
+        key = Sha256::digest(&key).to_vec();
+    }
+    key.resize(BLOCK, 0);
+    let pad = |b: u8| key.iter().map(|k| k ^ b).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(node.as_bytes())
+        .finalize();
+    let mac = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    mac.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The node a stored pod is bound to ("" when unscheduled); None when it does not exist.
@@ -346,6 +397,141 @@ mod tests {
             ("nodes", Some("n2"), Some("status"))
         );
         assert!(parse_path("/version").is_none());
+    }
+
+    #[test]
+    fn empty_segments_cannot_disguise_a_resource() {
+        // The router drops empty segments; so does the authorizer.
+        let r = parse_path("/api/v1/namespaces//events/secrets/x").unwrap();
+        assert_eq!(
+            (r.namespace, r.resource, r.name),
+            (Some("events"), "secrets", Some("x"))
+        );
+        assert!(matches!(
+            node_rule("n1", &Method::DELETE, &r, Some("x")),
+            NodeRule::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn the_node_rule() {
+        let rule = |m: Method, path: &str, named: Option<&str>| {
+            node_rule("n1", &m, &parse_path(path).unwrap(), named)
+        };
+        let allow = NodeRule::Allow;
+        // Its own Node and Lease; nobody else's.
+        assert_eq!(rule(Method::POST, "/api/v1/nodes", Some("n1")), allow);
+        assert_eq!(
+            rule(Method::PATCH, "/api/v1/nodes/n1/status", Some("n1")),
+            allow
+        );
+        assert!(matches!(
+            rule(Method::PATCH, "/api/v1/nodes/n2", Some("n2")),
+            NodeRule::Deny(_)
+        ));
+        assert!(matches!(
+            rule(Method::PATCH, "/api/v1/nodes", None),
+            NodeRule::Deny(_)
+        ));
+        assert!(matches!(
+            rule(Method::DELETE, "/api/v1/nodes", None),
+            NodeRule::Deny(_)
+        ));
+        let lease = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases";
+        assert_eq!(rule(Method::PUT, &format!("{lease}/n1"), Some("n1")), allow);
+        assert!(matches!(
+            rule(Method::PUT, &format!("{lease}/n2"), Some("n2")),
+            NodeRule::Deny(_)
+        ));
+        // Pods: status and deletion of its own (checked against the stored pod), nothing else.
+        let pod = "/api/v1/namespaces/default/pods/p";
+        assert_eq!(
+            rule(Method::PATCH, &format!("{pod}/status"), Some("p")),
+            NodeRule::IfPodOnNode
+        );
+        assert_eq!(rule(Method::DELETE, pod, Some("p")), NodeRule::IfPodOnNode);
+        assert!(matches!(
+            rule(Method::PATCH, pod, Some("p")),
+            NodeRule::Deny(_)
+        ));
+        assert!(matches!(
+            rule(Method::POST, "/api/v1/namespaces/default/pods", Some("p")),
+            NodeRule::Deny(_)
+        ));
+        assert!(matches!(
+            rule(Method::DELETE, "/api/v1/namespaces/default/pods", None),
+            NodeRule::Deny(_)
+        ));
+        // Events: create and update one; no collection deletes.
+        assert_eq!(
+            rule(Method::POST, "/api/v1/namespaces/default/events", Some("e")),
+            allow
+        );
+        assert_eq!(
+            rule(
+                Method::PATCH,
+                "/api/v1/namespaces/default/events/e",
+                Some("e")
+            ),
+            allow
+        );
+        assert!(matches!(
+            rule(Method::DELETE, "/api/v1/namespaces/default/events", None),
+            NodeRule::Deny(_)
+        ));
+        // Reads: Secrets by name only, never credentials; no logs or exec of pods.
+        assert_eq!(
+            rule(
+                Method::GET,
+                "/api/v1/namespaces/default/secrets/app",
+                Some("app")
+            ),
+            allow
+        );
+        assert!(matches!(
+            rule(Method::GET, "/api/v1/secrets", None),
+            NodeRule::Deny(_)
+        ));
+        assert!(matches!(
+            rule(Method::GET, "/api/v1/namespaces/kube-system/secrets", None),
+            NodeRule::Deny(_)
+        ));
+        assert!(matches!(
+            rule(
+                Method::GET,
+                "/api/v1/namespaces/kube-system/secrets/node-token-n2",
+                Some("node-token-n2")
+            ),
+            NodeRule::Deny(_)
+        ));
+        assert!(matches!(
+            rule(Method::GET, &format!("{pod}/log"), Some("p")),
+            NodeRule::Deny(_)
+        ));
+        assert_eq!(rule(Method::GET, "/api/v1/pods", None), allow);
+        // Anything else written: no.
+        assert!(matches!(
+            rule(
+                Method::POST,
+                "/api/v1/namespaces/default/configmaps",
+                Some("c")
+            ),
+            NodeRule::Deny(_)
+        ));
+    }
+
+    #[test]
+    fn agent_tokens_are_per_node() {
+        let a = agent_token_for("secret", "n1");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, agent_token_for("secret", "n1"));
+        assert_ne!(a, agent_token_for("secret", "n2"));
+        assert_ne!(a, agent_token_for("other", "n1"));
+        // RFC 4231 test case 2.
+        assert_eq!(
+            agent_token_for("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

@@ -379,9 +379,10 @@ async fn serve_inner(api: &Arc<Api>, mut req: Request, t: &StreamTarget) -> ApiR
             t.pod,
         )
     };
+    let token = crate::auth::agent_token_for(&api.agent_token, &node_name);
     let agent = tokio::time::timeout(
         AGENT_TIMEOUT,
-        upgrade_agent(&host, port, &path, &api.agent_token, req.headers()),
+        upgrade_agent(&host, port, &path, &token, req.headers()),
     )
     .await
     .unwrap_or_else(|_| Err(unreachable(&host, port, &"timed out")));

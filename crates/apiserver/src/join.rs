@@ -6,8 +6,8 @@
 //!   from there on.
 //! - `POST /skiff/v1/join {"node": NAME}` with a bootstrap token: stores a fresh credential for
 //!   that node (the Secret `kube-system/node-token-NAME`) and returns it with the token the API
-//!   server presents to agents (for `kubectl logs`/`exec`), so the agent can tell the server's
-//!   calls from anyone else's.
+//!   server presents to that node's agent (for `kubectl logs`/`exec`), so the agent can tell the
+//!   server's calls from anyone else's.
 
 use std::sync::Arc;
 
@@ -46,8 +46,9 @@ pub fn random_token(n: usize) -> String {
     out
 }
 
-/// `POST /skiff/v1/join`: the node's new credential.
-pub async fn join(api: &Arc<Api>, body: &[u8]) -> ApiResult<Response> {
+/// `POST /skiff/v1/join`: the node's new credential. Only the admin may give a node that has
+/// joined before a new one (a bootstrap token cannot take over a running node's name).
+pub async fn join(api: &Arc<Api>, body: &[u8], admin: bool) -> ApiResult<Response> {
     let req: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the join request is not JSON: {e}")))?;
     let node = req["node"].as_str().unwrap_or("");
@@ -78,6 +79,15 @@ pub async fn join(api: &Arc<Api>, body: &[u8]) -> ApiResult<Response> {
     .await
     {
         Ok(_) => {}
+        Err(e) if e.code == 409 && !admin => {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!(
+                    "node {node:?} has joined before: delete the Secret kube-system/{name} (or its Node) to let it join again"
+                ),
+            ));
+        }
         Err(e) if e.code == 409 => {
             // A node joining again (a reinstalled host): a new credential replaces the old.
             rest::update_object(
@@ -98,7 +108,7 @@ pub async fn join(api: &Arc<Api>, body: &[u8]) -> ApiResult<Response> {
         StatusCode::OK,
         &json!({
             "token": format!("{NODE_TOKEN_PREFIX}{node}.{secret}"),
-            "agentToken": api.agent_token,
+            "agentToken": crate::auth::agent_token_for(&api.agent_token, node),
         }),
     ))
 }

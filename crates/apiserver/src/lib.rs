@@ -201,11 +201,21 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         return e.into_response();
     }
     if method == Method::GET && path == join::AGENT_TOKEN_PATH {
-        let body = serde_json::json!({"agentToken": state.api.agent_token});
-        return json_response(StatusCode::OK, &body);
+        // A node learns its own; the admin names the node.
+        let node = match &user {
+            auth::User::Node(n) => Some(n.clone()),
+            _ => params.get("node").map(String::from),
+        };
+        return match node {
+            Some(n) => {
+                let token = auth::agent_token_for(&state.api.agent_token, &n);
+                json_response(StatusCode::OK, &serde_json::json!({"agentToken": token}))
+            }
+            None => ApiError::bad_request("name the node: ?node=NAME").into_response(),
+        };
     }
     if method == Method::POST && path == join::JOIN_PATH {
-        let resp = join::join(&state.api, &body)
+        let resp = join::join(&state.api, &body, user == auth::User::Admin)
             .await
             .unwrap_or_else(IntoResponse::into_response);
         record(&state, "POST", "join".into(), &resp, started);

@@ -119,7 +119,8 @@ pub async fn serve_log(
         if query.is_empty() { "" } else { "?" },
         query.join("&")
     );
-    proxy(&host, port, &path, &api.agent_token).await
+    let token = crate::auth::agent_token_for(&api.agent_token, node_name);
+    proxy(&host, port, &path, &token).await
 }
 
 pub(crate) fn encode(v: &str) -> String {

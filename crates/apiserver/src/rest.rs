@@ -24,7 +24,8 @@ pub struct Api {
     /// `host:port` this server is reached at, for legacy discovery.
     pub server_address: String,
     pub metrics: crate::metrics::Metrics,
-    /// The credential the API server presents to node agents (pods/log and friends).
+    /// The secret the credential the API server presents to each node's agent (pods/log and
+    /// friends) is derived from ([`crate::auth::agent_token_for`]).
     pub agent_token: String,
     /// The Service network and its cluster IP and node port allocators.
     pub services: crate::services::Allocators,

@@ -117,7 +117,7 @@ pub fn run(
         let mut last_renewed: Option<Timestamp> = None;
         loop {
             let now = Timestamp::now();
-            let result: Result<bool, kube::Error> = async {
+            let round = async {
                 let current = leases.get_opt(&cfg.name).await?;
                 let rv = current
                     .as_ref()
@@ -147,7 +147,7 @@ pub fn run(
                             spec: Some(held(&cfg, now, now, 0)),
                         };
                         leases.create(&PostParams::default(), &lease).await?;
-                        Ok(true)
+                        Ok::<bool, kube::Error>(true)
                     }
                     Step::Renew | Step::TakeOver => {
                         let mut lease = current.expect("a lease to renew");
@@ -167,8 +167,14 @@ pub fn run(
                         Ok(true)
                     }
                 }
-            }
-            .await;
+            };
+            // A round that hangs (a server or store not answering) must not keep a leader
+            // leading past its renew deadline: it is cut off, and counts as a failed renewal.
+            let result: Result<bool, String> =
+                match tokio::time::timeout(cfg.renew_deadline, round).await {
+                    Ok(r) => r.map_err(|e: kube::Error| e.to_string()),
+                    Err(_) => Err("the round timed out".into()),
+                };
             let leading = match result {
                 Ok(true) => {
                     if !*tx.borrow() {

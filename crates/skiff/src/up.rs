@@ -186,9 +186,14 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
             node_ip,
             state_dir: data_dir.join("agent"),
             server_port: args.agent_port,
-            token: server.pki.agent_token.clone(),
+            token: String::new(),
         };
         let name = cfg.node_name.clone();
+        // What the API server presents to this node's agent.
+        let cfg = AgentConfig {
+            token: skiff_apiserver::auth::agent_token_for(&server.pki.agent_token, &name),
+            ..cfg
+        };
         let (runtime, why) =
             crate::runtime::build(&args.runtime, &cfg.state_dir, &node_ip.to_string())?;
         let proxy = crate::runtime::proxy(&args.runtime, runtime.as_ref());
@@ -636,7 +641,10 @@ pub async fn run_agent(args: AgentArgs) -> Result<(), String> {
     let agent_token = get_json(
         &client,
         "GET",
-        skiff_apiserver::join::AGENT_TOKEN_PATH,
+        &format!(
+            "{}?node={node_name}",
+            skiff_apiserver::join::AGENT_TOKEN_PATH
+        ),
         vec![],
     )
     .await

@@ -78,7 +78,7 @@ fn agent_logs(s: &Skiff, pod: &str, container: &str, query: &str) -> (u16, Strin
         .stdout;
     let out = std::process::Command::new("curl")
         .args(["-sk", "-w", "\n%{http_code}", "-H"])
-        .arg(format!("Authorization: Bearer {}", s.agent_token()))
+        .arg(format!("Authorization: Bearer {}", s.agent_token(&node)))
         .arg(format!(
             "https://127.0.0.1:{port}/containerLogs/default/{pod}/{container}?{query}"
         ))
@@ -390,7 +390,14 @@ fn the_log_endpoint_wants_the_token_and_says_why_it_cannot_serve() {
     };
     assert!(curl(None, "/containerLogs/default/x/y").ends_with("\n401"));
     assert!(curl(Some("wrong"), "/containerLogs/default/x/y").ends_with("\n401"));
-    let token = s.agent_token();
+    let node = s
+        .kubectl(&["get", "nodes", "-o", "jsonpath={.items[0].metadata.name}"])
+        .ok()
+        .stdout;
+    let token = s.agent_token(&node);
+    // Another node's token is refused too.
+    let other = s.agent_token("another-node");
+    assert!(curl(Some(&other), "/containerLogs/default/x/y").ends_with("\n401"));
     // A pod this node does not run (yet).
     let out = curl(Some(&token), "/containerLogs/default/nope/c");
     assert!(out.ends_with("\n400"), "{out}");

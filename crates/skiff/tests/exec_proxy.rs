@@ -217,7 +217,7 @@ struct Cluster {
 async fn cluster() -> Cluster {
     let skiff = Skiff::bare();
     let token = skiff.admin_token();
-    let agent_token = skiff.agent_token();
+    let agent_token = skiff.agent_token("n1");
     let agent = start_agent(agent_token.clone()).await;
     let client = skiff.client().await;
     let nodes: kube::Api<Node> = kube::Api::all(client.clone());

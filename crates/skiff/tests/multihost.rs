@@ -299,14 +299,17 @@ fn servers_on_etcd_agents_on_other_hosts_node_loss_and_failover() {
     let arg = |flag: &str| words[words.iter().position(|w| *w == flag).unwrap() + 1].to_string();
     let (token, hash) = (arg("--token"), arg("--ca-cert-hash"));
     assert!(hash.starts_with("sha256:"), "{join}");
-    let agent = |host: &str, server_port: u16, pin: &str| {
+    let agent_in = |host: &str, server_port: u16, pin: &str, state: &str| {
         let mut cmd = net.command(host, env!("CARGO_BIN_EXE_skiff"));
         cmd.args(["agent", "--server", &format!("https://{ctl}:{server_port}")])
             .args(["--token", &token, "--ca-cert-hash", pin])
             .args(["--node-name", host, "--runtime", "host", "--port", "0"])
             .arg("--state-dir")
-            .arg(dir.path().join(format!("agent-{host}")));
+            .arg(dir.path().join(state));
         cmd
+    };
+    let agent = |host: &str, server_port: u16, pin: &str| {
+        agent_in(host, server_port, pin, &format!("agent-{host}"))
     };
     let bad = agent("a1", 6443, &format!("sha256:{}", "0".repeat(64)))
         .output()
@@ -352,6 +355,25 @@ fn servers_on_etcd_agents_on_other_hosts_node_loss_and_failover() {
         "{denied:?}"
     );
     assert!(as_a1(&["get", "pods", "-A"]).code == 0);
+    // …and no credentials of the cluster: not another node's token, not the Secrets list.
+    let stolen = as_a1(&["get", "secret", "-n", "kube-system", "node-token-a2"]);
+    assert!(
+        stolen.stderr.contains("may not read credentials"),
+        "{stolen:?}"
+    );
+    let listed = as_a1(&["get", "secrets", "-A"]);
+    assert!(
+        listed.stderr.contains("may read Secrets only by name"),
+        "{listed:?}"
+    );
+    // A bootstrap token cannot take over a node that has joined.
+    let takeover = agent_in("a1", 6443, &hash, "intruder").output().unwrap();
+    assert!(!takeover.status.success());
+    assert!(
+        String::from_utf8_lossy(&takeover.stderr).contains("has joined before"),
+        "{}",
+        String::from_utf8_lossy(&takeover.stderr)
+    );
 
     // Pods on both hosts, each evicted 5 s after its node becomes unreachable.
     for host in ["a1", "a2"] {

@@ -36,6 +36,8 @@ use crate::{
 /// The key the compactors of all servers coordinate through (its value: the revision the next
 /// compaction may remove history up to).
 const COMPACT_KEY: &str = "/skiff/compact_rev_key";
+/// The longest a unary call (range, txn, compaction) may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// An etcd v3 cluster as a [`Store`].
 #[derive(Clone)]
@@ -146,14 +148,24 @@ impl EtcdStore {
     /// POSTs `body` to `path` on the current endpoint, moving to the next endpoint when one
     /// cannot be reached (the request was never sent, so no write is applied twice).
     async fn call(&self, path: &str, body: Value) -> Result<Value> {
-        let resp = self.send(path, &body).await?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
+        let exchange = async {
+            let resp = self.send(path, &body).await?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(internal)?
+                .to_bytes();
+            Ok::<_, StoreError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(CALL_TIMEOUT, exchange)
             .await
-            .map_err(internal)?
-            .to_bytes();
+            .map_err(|_| {
+                StoreError::Internal(format!(
+                    "etcd did not answer {path} within {CALL_TIMEOUT:?}"
+                ))
+            })??;
         let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
             StoreError::Internal(format!(
                 "etcd answered {status} with a body that is not JSON: {e}"
@@ -341,7 +353,13 @@ impl EtcdStore {
             let mut body = resp.into_body();
             let mut buf: Vec<u8> = Vec::new();
             loop {
-                let data = match body.frame().await {
+                // The consumer gone, the connection (and etcd's watcher) goes too, even on a
+                // prefix that never changes again.
+                let frame = tokio::select! {
+                    f = body.frame() => f,
+                    _ = tx.closed() => return,
+                };
+                let data = match frame {
                     Some(Ok(f)) => match f.into_data() {
                         Ok(d) => d,
                         Err(_) => continue,
@@ -532,7 +550,12 @@ impl Store for EtcdStore {
         let (tx, rx) = mpsc::channel::<Result<WatchEvent>>(1024);
         let prefix = prefix.to_string();
         tokio::spawn(async move {
-            while let Some(msg) = lines.recv().await {
+            loop {
+                let msg = tokio::select! {
+                    m = lines.recv() => m,
+                    _ = tx.closed() => return,
+                };
+                let Some(msg) = msg else { return };
                 let msg = match msg {
                     Ok(m) => m,
                     Err(e) => {

@@ -31,7 +31,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
@@ -414,13 +414,16 @@ impl Loop {
 
     async fn run(mut self, client: kube::Client) {
         let pods: Api<Pod> = Api::all(client);
-        let mut stream = watcher(pods, watcher::Config::default()).boxed();
+        // Back off between failed (re)lists, as every other watcher here does.
+        let mut stream = watcher(pods, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         let mut last_report = std::time::Instant::now();
         let mut last_counts = (0u64, 0u64);
         loop {
-            // Everything the watch has ready, without waiting.
+            // What the watch has ready (at most a batch), without waiting.
             let mut watch_closed = false;
-            loop {
+            for _ in 0..BATCH {
                 match futures::FutureExt::now_or_never(stream.try_next()) {
                     Some(Ok(Some(ev))) => self.on_watch(ev),
                     Some(Ok(None)) => {
@@ -739,6 +742,8 @@ struct StatusWriter {
 struct WriterState {
     jobs: HashMap<String, Job>,
     queue: VecDeque<String>,
+    /// Pods a writer is writing now: their next job waits, so writes of one pod stay in order.
+    in_flight: HashSet<String>,
 }
 
 impl StatusWriter {
@@ -768,14 +773,46 @@ impl StatusWriter {
         }
     }
 
+    /// Puts back a job whose write failed, unless a newer status was queued meanwhile (which
+    /// then wins; a pending deletion is kept either way).
+    fn retry(&self, uid: &str, job: Job) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match st.jobs.get_mut(uid) {
+            Some(newer) => {
+                newer.delete |= job.delete;
+                if newer.status.is_none() {
+                    newer.status = job.status;
+                }
+            }
+            None => {
+                st.jobs.insert(uid.to_string(), job);
+                st.queue.push_back(uid.to_string());
+            }
+        }
+    }
+
+    /// The write of `uid` is over: its next job, if any, may go.
+    fn done(&self, uid: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.in_flight.remove(uid);
+        let more = !st.queue.is_empty();
+        drop(st);
+        if more {
+            self.notify.notify_one();
+        }
+    }
+
     fn queued(&self) -> usize {
         self.state.lock().map(|s| s.queue.len()).unwrap_or(0)
     }
 
+    /// The oldest job of a pod no writer is writing now.
     fn take(&self) -> Option<(String, Job)> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let uid = st.queue.pop_front()?;
+        let pos = st.queue.iter().position(|u| !st.in_flight.contains(u))?;
+        let uid = st.queue.remove(pos)?;
         let job = st.jobs.remove(&uid)?;
+        st.in_flight.insert(uid.clone());
         Some((uid, job))
     }
 
@@ -794,48 +831,57 @@ impl StatusWriter {
                 .entry(job.namespace.clone())
                 .or_insert_with(|| Api::namespaced(client.clone(), &job.namespace))
                 .clone();
-            if let Some(body) = &job.status {
-                match api
-                    .patch_status(&job.name, &PatchParams::default(), &Patch::Merge(body))
-                    .await
-                {
-                    Ok(_) => {
-                        stats.status_writes.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => continue,
-                    Err(e) => {
-                        stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(pod = %job.name, error = %e, "status write failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        self.submit(&uid, &job.namespace, &job.name, job.status, job.delete);
-                        continue;
-                    }
-                }
+            if let Some(failed) = write(&api, &uid, job, &stats).await {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.retry(&uid, failed);
             }
-            if job.delete {
-                let dp = DeleteParams {
-                    grace_period_seconds: Some(0),
-                    preconditions: Some(Preconditions {
-                        uid: Some(uid.clone()),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match api.delete(&job.name, &dp).await {
-                    Ok(_) => {
-                        stats.deletions.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                    Err(e) => {
-                        stats.write_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(pod = %job.name, error = %e, "deletion failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        self.submit(&uid, &job.namespace, &job.name, None, true);
-                    }
-                }
+            self.done(&uid);
+        }
+    }
+}
+
+/// Writes one pod's status and/or deletes it; returns what is left to retry after a failure.
+async fn write(api: &Api<Pod>, uid: &str, mut job: Job, stats: &FleetStats) -> Option<Job> {
+    if let Some(body) = &job.status {
+        match api
+            .patch_status(&job.name, &PatchParams::default(), &Patch::Merge(body))
+            .await
+        {
+            Ok(_) => {
+                stats.status_writes.fetch_add(1, Ordering::Relaxed);
+                job.status = None;
+            }
+            // Gone, or another pod under that name now: nothing to write.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return None,
+            Err(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(pod = %job.name, error = %e, "status write failed; retrying");
+                return Some(job);
             }
         }
     }
+    if job.delete {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&job.name, &dp).await {
+            Ok(_) => {
+                stats.deletions.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(e) => {
+                stats.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(pod = %job.name, error = %e, "deletion failed; retrying");
+                return Some(job);
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -872,6 +918,25 @@ mod tests {
         assert!(job.delete);
         assert_eq!(w.take().unwrap().0, "u2");
         assert!(w.take().is_none());
+    }
+
+    #[test]
+    fn writes_of_one_pod_stay_in_order_and_a_retry_never_beats_a_newer_status() {
+        let w = StatusWriter::default();
+        w.submit("u1", "default", "a", Some(json!(1)), false);
+        let (_, first) = w.take().unwrap();
+        // A newer status while the first is being written: held back until it is done.
+        w.submit("u1", "default", "a", Some(json!(2)), false);
+        assert!(w.take().is_none());
+        // The first write failed: its retry does not replace the newer status.
+        w.retry("u1", first);
+        w.done("u1");
+        let (_, next) = w.take().unwrap();
+        assert_eq!(next.status, Some(json!(2)));
+        w.done("u1");
+        // A failed write with nothing newer is retried as it was.
+        w.retry("u1", next);
+        assert_eq!(w.take().unwrap().1.status, Some(json!(2)));
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub async fn run(b: PodStart) -> Result<(), String> {
         node_ip: "127.0.0.1".parse().expect("address"),
         state_dir: dir.join("agent"),
         server_port: 0,
-        token: server.pki.agent_token.clone(),
+        token: skiff_apiserver::auth::agent_token_for(&server.pki.agent_token, "bench-node"),
     };
     let (runtime, why) = crate::runtime::build(&b.runtime, &agent_cfg.state_dir, "127.0.0.1")?;
     println!("runtime: {why}");

@@ -334,12 +334,11 @@ impl Skiff {
         self.kubectl_stdin(&["apply", "-f", "-"], Some(yaml))
     }
 
-    /// The token the API server presents to node agents (what an agent's own server accepts).
-    pub fn agent_token(&self) -> String {
-        std::fs::read_to_string(self.data_dir().join("pki/agent.token"))
-            .expect("agent token")
-            .trim()
-            .to_string()
+    /// The token the API server presents to `node`'s agent (what that agent's server accepts).
+    pub fn agent_token(&self, node: &str) -> String {
+        let secret =
+            std::fs::read_to_string(self.data_dir().join("pki/agent.token")).expect("agent token");
+        skiff_apiserver::auth::agent_token_for(secret.trim(), node)
     }
 
     /// The admin bearer token `up` made.
