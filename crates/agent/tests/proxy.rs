@@ -606,7 +606,7 @@ async fn cluster_ip_mode_rejects_a_bad_interface_name() {
 async fn cluster_ip_listeners_on_a_dummy_interface() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: cluster IPs need root");
+        skiff_testsupport::skip_because("cluster IPs need root");
         return;
     }
     let iface = "skiff-svc-test";

@@ -75,7 +75,7 @@ fn unsupported() -> Option<String> {
 macro_rules! require_runc {
     () => {
         if let Some(why) = unsupported() {
-            eprintln!("skipping: {why}");
+            skiff_testsupport::skip_because(&why);
             return;
         }
     };

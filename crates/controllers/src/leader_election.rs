@@ -202,6 +202,29 @@ pub fn run(
     (rx, task)
 }
 
+/// Gives the Lease up if this candidate holds it (an empty holder: the next candidate takes it
+/// over at once instead of waiting for it to expire).
+pub async fn release(client: &kube::Client, cfg: &Config) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    let Ok(Some(mut lease)) = leases.get_opt(&cfg.name).await else {
+        return;
+    };
+    let Some(spec) = lease.spec.as_mut() else {
+        return;
+    };
+    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+        return;
+    }
+    spec.holder_identity = None;
+    match leases
+        .replace(&cfg.name, &PostParams::default(), &lease)
+        .await
+    {
+        Ok(_) => tracing::info!(lease = %cfg.name, "released the leadership"),
+        Err(e) => tracing::debug!(lease = %cfg.name, error = %e, "could not release the lease"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -233,15 +233,16 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
     };
     // On a shared store several servers run; the scheduler and controllers run on the one
     // that holds the leader Lease.
+    let (stop_control_plane, stopped) = tokio::sync::oneshot::channel::<()>();
     let control_plane = if !(run_scheduler || run_controllers) {
         None
     } else if args.store == StoreKind::Etcd {
         let client = client_from_kubeconfig(&kc).await?;
-        Some(tokio::spawn(run_when_leading(client, parts)))
+        Some(tokio::spawn(run_when_leading(client, parts, stopped)))
     } else {
         let running = parts.start().await?;
         Some(tokio::spawn(async move {
-            std::future::pending::<()>().await;
+            let _ = stopped.await;
             running.stop().await;
         }))
     };
@@ -259,8 +260,9 @@ pub async fn run(args: UpArgs, server_only: bool) -> Result<(), String> {
         a.shutdown().await;
     }
     if let Some(c) = control_plane {
-        c.abort();
-        let _ = c.await;
+        // Stops the parts and hands the leader Lease over at once (no 15 s wait for others).
+        let _ = stop_control_plane.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), c).await;
     }
     server.shutdown().await;
     Ok(())
@@ -334,15 +336,21 @@ impl Running {
     }
 }
 
-/// Campaigns for the control-plane Lease and runs the parts while this server leads.
-async fn run_when_leading(client: kube::Client, parts: Parts) {
+/// Campaigns for the control-plane Lease and runs the parts while this server leads; on `stop`,
+/// stops them and releases the Lease.
+async fn run_when_leading(
+    client: kube::Client,
+    parts: Parts,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    use skiff_controllers::leader_election;
     let identity = format!(
         "{}_{}",
         skiff_agent::node::hostname(),
         skiff_apiserver::join::random_token(8)
     );
-    let cfg = skiff_controllers::leader_election::Config::new(CONTROL_PLANE_LEASE, &identity);
-    let (mut leading, election) = skiff_controllers::leader_election::run(client, cfg);
+    let cfg = leader_election::Config::new(CONTROL_PLANE_LEASE, &identity);
+    let (mut leading, election) = leader_election::run(client.clone(), cfg.clone());
     let mut running: Option<Running> = None;
     loop {
         let lead = *leading.borrow_and_update();
@@ -352,7 +360,9 @@ async fn run_when_leading(client: kube::Client, parts: Parts) {
                     println!("leading: scheduler and controllers started here ({identity})");
                     running = Some(r);
                 }
-                Err(e) => tracing::error!(error = %e, "cannot start the scheduler and controllers"),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the scheduler and controllers; retrying")
+                }
             },
             (false, true) => {
                 if let Some(r) = running.take() {
@@ -362,14 +372,23 @@ async fn run_when_leading(client: kube::Client, parts: Parts) {
             }
             _ => {}
         }
-        if leading.changed().await.is_err() {
-            break;
+        // A failed start is tried again while this server still leads.
+        let retry = tokio::time::sleep(if lead && running.is_none() {
+            cfg.retry_period
+        } else {
+            std::time::Duration::from_secs(3600)
+        });
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() { break },
+            _ = retry => {}
+            _ = &mut stop => break,
         }
     }
     election.abort();
     if let Some(r) = running {
         r.stop().await;
     }
+    leader_election::release(&client, &cfg).await;
 }
 
 /// The Lease (in kube-system) the servers of one cluster elect their control plane with.

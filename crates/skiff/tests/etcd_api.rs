@@ -207,3 +207,49 @@ fn migrate_copies_an_embedded_cluster_into_etcd() {
     let nodes = table(&after.kubectl(&["get", "nodes", "--no-headers"]).ok().stdout);
     assert!(nodes.iter().any(|r| r[0] == "old-node"), "{nodes:?}");
 }
+
+#[test]
+fn a_server_stopping_hands_the_control_plane_over_at_once() {
+    let Some(etcd) = Etcd::start() else { return };
+    let mut first = on_etcd(&etcd);
+    let holder = |s: &Skiff| {
+        s.kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "skiff-control-plane",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ])
+        .stdout
+    };
+    let leader = eventually(20, || Some(holder(&first)).filter(|h| !h.is_empty()));
+    let second = on_etcd(&etcd);
+    // The second follows while the first leads.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(holder(&second), leader);
+    // A clean stop releases the Lease: the second takes over well before it would expire (15 s).
+    let stopped = std::time::Instant::now();
+    first.stop();
+    let next = eventually(20, || {
+        let h = holder(&second);
+        (!h.is_empty() && h != leader).then_some(h)
+    });
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(10),
+        "took over after {:?} ({next})",
+        stopped.elapsed()
+    );
+    // And schedules.
+    second.create_node(node_object("n1", "4", "8Gi", json!({})));
+    second
+        .apply("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: busybox}]}\n")
+        .ok();
+    eventually(30, || {
+        let n = second
+            .kubectl(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"])
+            .stdout;
+        (n == "n1").then_some(())
+    });
+}

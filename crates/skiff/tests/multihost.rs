@@ -236,7 +236,7 @@ fn server(net: &Net, data: &Path, port: u16, etcd: &str) -> Proc {
 #[test]
 fn servers_on_etcd_agents_on_other_hosts_node_loss_and_failover() {
     if let Some(why) = missing() {
-        eprintln!("skipping: {why} (scripts/test installs what this test needs)");
+        skiff_testsupport::skip_because(&why);
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -34,7 +34,7 @@ pub fn missing_parts() -> Option<String> {
 pub fn skip() -> bool {
     match missing_parts() {
         Some(why) => {
-            eprintln!("skipping: {why} (scripts/test installs what these tests need)");
+            skiff_testsupport::skip_because(&why);
             true
         }
         None => false,
