@@ -101,6 +101,18 @@ fn simulated_nodes_look_like_real_ones_and_run_many_pods() {
             .all(|r| r[2] == "ErrImagePull" || r[2] == "ImagePullBackOff")
             .then_some(())
     });
+    // Nodes report the images their pods pulled (what the scheduler's image locality reads).
+    eventually(30, || {
+        let out = c
+            .kubectl(&[
+                "get",
+                "nodes",
+                "-o",
+                "jsonpath={.items[*].status.images[*].names[0]}",
+            ])
+            .stdout;
+        out.contains("registry.example/app-0:1").then_some(())
+    });
     // A pod IP each, distinct.
     let ips = c
         .kubectl(&[

@@ -45,6 +45,13 @@ const BATCH: usize = 4096;
 const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// Node status heartbeats (the kubelet's nodeStatusReportFrequency).
 const NODE_STATUS_EVERY: u32 = 30;
+/// The size a simulated image has (what pulls report and `Node.status.images` shows).
+pub const SIM_IMAGE_SIZE: u64 = 4_194_304;
+
+/// The images each node holds, shared by the pod loop (which pulls) and the heartbeats (which
+/// report them in `status.images` for the scheduler's image locality).
+type SharedImages = Arc<Vec<Mutex<NodeImages>>>;
+
 /// The label every simulated node carries (`kubectl get nodes -l skiff.dev/sim=true`).
 pub const SIM_LABEL: &str = "skiff.dev/sim";
 
@@ -149,13 +156,15 @@ pub async fn start(client: kube::Client, cfg: FleetConfig) -> Result<FleetHandle
             writer.clone().run(client.clone(), stats.clone()),
         ));
     }
+    let images: SharedImages = Arc::new((0..cfg.nodes).map(|_| Mutex::default()).collect());
     tasks.push(tokio::spawn(run_leases(
         client.clone(),
         cfg.clone(),
         uids,
         stats.clone(),
+        images.clone(),
     )));
-    let lp = Loop::new(cfg.clone(), writer, recorder, stats.clone());
+    let lp = Loop::new(cfg.clone(), writer, recorder, stats.clone(), images);
     tasks.push(tokio::spawn(lp.run(client)));
     Ok(FleetHandle { stats, tasks })
 }
@@ -191,6 +200,7 @@ fn node_status(
     i: usize,
     now: Timestamp,
     old: Option<&NodeStatus>,
+    images: &NodeImages,
 ) -> NodeStatus {
     let name = cfg.node_name(i);
     let ncfg = NodeConfig {
@@ -201,7 +211,15 @@ fn node_status(
         runtime_name: "sim".into(),
     };
     let m = machine(&name);
-    let mut st = node::desired_status(&ncfg, &m, &[], now, old);
+    let mut images: Vec<crate::runtime::NodeImage> = images
+        .iter()
+        .map(|i| crate::runtime::NodeImage {
+            names: vec![i.clone()],
+            size_bytes: SIM_IMAGE_SIZE,
+        })
+        .collect();
+    images.sort_by(|a, b| a.names.cmp(&b.names));
+    let mut st = node::desired_status(&ncfg, &m, &images, now, old);
     st.capacity = Some(cfg.capacity.clone());
     st.allocatable = Some(cfg.capacity.clone());
     st
@@ -237,7 +255,13 @@ async fn register_nodes(
                         labels: Some(labels.clone()),
                         ..ObjectMeta::default()
                     },
-                    status: Some(node_status(&cfg, i, Timestamp::now(), None)),
+                    status: Some(node_status(
+                        &cfg,
+                        i,
+                        Timestamp::now(),
+                        None,
+                        &NodeImages::new(),
+                    )),
                     ..Node::default()
                 };
                 let mut attempt = 0;
@@ -251,8 +275,13 @@ async fn register_nodes(
                             let pp = PatchParams::default();
                             match nodes.patch(&name, &pp, &Patch::Merge(&patch)).await {
                                 Ok(n) => {
-                                    let st =
-                                        node_status(&cfg, i, Timestamp::now(), n.status.as_ref());
+                                    let st = node_status(
+                                        &cfg,
+                                        i,
+                                        Timestamp::now(),
+                                        n.status.as_ref(),
+                                        &NodeImages::new(),
+                                    );
                                     let body = json!({"status": st});
                                     nodes
                                         .patch_status(&name, &pp, &Patch::Merge(&body))
@@ -299,11 +328,15 @@ async fn run_leases(
     cfg: Arc<FleetConfig>,
     uids: Vec<Option<String>>,
     stats: Arc<FleetStats>,
+    images: SharedImages,
 ) {
     const SLICES: usize = 50;
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(client);
     let mut statuses: Vec<Option<NodeStatus>> = vec![None; cfg.nodes];
+    // How many images each node's last written status showed: a new image is reported at the
+    // node's next heartbeat, not only with the periodic status.
+    let mut reported: Vec<usize> = vec![0; cfg.nodes];
     let mut tick = tokio::time::interval(node::HEARTBEAT / SLICES as u32);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let per_slice = cfg.nodes.div_ceil(SLICES);
@@ -313,12 +346,15 @@ async fn run_leases(
             tick.tick().await;
             let range = (slice * per_slice)..((slice + 1) * per_slice).min(cfg.nodes);
             let report = round % NODE_STATUS_EVERY == NODE_STATUS_EVERY - 1;
-            let results: Vec<(usize, Option<NodeStatus>)> = futures::stream::iter(range)
+            let results: Vec<(usize, Option<NodeStatus>, usize)> = futures::stream::iter(range)
                 .map(|i| {
                     let (leases, nodes, cfg, stats) =
                         (leases.clone(), nodes.clone(), cfg.clone(), stats.clone());
                     let uid = uids[i].clone();
                     let old = statuses[i].clone();
+                    let held = images[i].lock().map(|s| s.clone()).unwrap_or_default();
+                    let report = report || held.len() != reported[i];
+                    let count = if report { held.len() } else { reported[i] };
                     async move {
                         let name = cfg.node_name(i);
                         match node::renew_lease(&leases, &name, uid.as_deref()).await {
@@ -329,16 +365,16 @@ async fn run_leases(
                             }
                         };
                         if !report {
-                            return (i, old);
+                            return (i, old, count);
                         }
-                        let st = node_status(&cfg, i, Timestamp::now(), old.as_ref());
+                        let st = node_status(&cfg, i, Timestamp::now(), old.as_ref(), &held);
                         let body = json!({"status": st});
                         let pp = PatchParams::default();
                         match nodes.patch_status(&name, &pp, &Patch::Merge(&body)).await {
-                            Ok(n) => (i, n.status),
+                            Ok(n) => (i, n.status, count),
                             Err(e) => {
                                 tracing::debug!(node = %name, error = %e, "node status failed");
-                                (i, old)
+                                (i, old, 0)
                             }
                         }
                     }
@@ -346,8 +382,9 @@ async fn run_leases(
                 .buffer_unordered(16)
                 .collect()
                 .await;
-            for (i, st) in results {
+            for (i, st, count) in results {
                 statuses[i] = st;
+                reported[i] = count;
             }
         }
         round = round.wrapping_add(1);
@@ -370,7 +407,7 @@ struct Entry {
 struct Loop {
     node_index: HashMap<String, usize>,
     node_names: Vec<Arc<str>>,
-    images: Vec<NodeImages>,
+    images: SharedImages,
     pods_started: Vec<u64>,
     pods: HashMap<String, Entry>,
     timers: BinaryHeap<Reverse<(i64, String)>>,
@@ -390,6 +427,7 @@ impl Loop {
         writer: Arc<StatusWriter>,
         recorder: Recorder,
         stats: Arc<FleetStats>,
+        images: SharedImages,
     ) -> Loop {
         let node_names: Vec<Arc<str>> = (0..cfg.nodes).map(|i| cfg.node_name(i).into()).collect();
         Loop {
@@ -399,7 +437,7 @@ impl Loop {
                 .map(|(i, n)| (n.to_string(), i))
                 .collect(),
             node_names,
-            images: vec![NodeImages::new(); cfg.nodes],
+            images,
             pods_started: vec![0; cfg.nodes],
             events: TokenBucket::new(cfg.event_qps),
             pods: HashMap::new(),
@@ -617,7 +655,12 @@ impl Loop {
         if e.sim.deleted {
             return;
         }
-        let out = e.sim.run(now, &mut self.images[e.node]);
+        let out = {
+            let mut held = self.images[e.node]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            e.sim.run(now, &mut held)
+        };
         self.stats
             .decisions
             .fetch_add(out.steps as u64, Ordering::Relaxed);

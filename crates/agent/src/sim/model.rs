@@ -244,7 +244,7 @@ impl SimPod {
                             container: *container,
                             pull_time: b.pull,
                             total_time: b.pull,
-                            image_size: 4_194_304,
+                            image_size: super::fleet::SIM_IMAGE_SIZE,
                         },
                     ),
                     // The start will fail on the annotation; the pull itself works.
@@ -254,7 +254,7 @@ impl SimPod {
                             container: *container,
                             pull_time: SignedDuration::ZERO,
                             total_time: SignedDuration::ZERO,
-                            image_size: 4_194_304,
+                            image_size: super::fleet::SIM_IMAGE_SIZE,
                         },
                     ),
                 };
