@@ -43,6 +43,8 @@ use crate::recorder::Recorder;
 const BATCH: usize = 4096;
 /// How often the fleet logs its progress.
 const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// The most often a node's newly pulled images are reported.
+const IMAGE_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// Node status heartbeats (the kubelet's nodeStatusReportFrequency).
 const NODE_STATUS_EVERY: u32 = 30;
 /// The size a simulated image has (what pulls report and `Node.status.images` shows).
@@ -334,9 +336,11 @@ async fn run_leases(
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let nodes: Api<Node> = Api::all(client);
     let mut statuses: Vec<Option<NodeStatus>> = vec![None; cfg.nodes];
-    // How many images each node's last written status showed: a new image is reported at the
-    // node's next heartbeat, not only with the periodic status.
+    // How many images each node's last written status showed, and when: a new image is
+    // reported at a heartbeat at most once a minute per node (each report is a Node update
+    // every node watcher receives), besides the periodic status.
     let mut reported: Vec<usize> = vec![0; cfg.nodes];
+    let mut reported_at: Vec<Option<std::time::Instant>> = vec![None; cfg.nodes];
     let mut tick = tokio::time::interval(node::HEARTBEAT / SLICES as u32);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let per_slice = cfg.nodes.div_ceil(SLICES);
@@ -353,7 +357,9 @@ async fn run_leases(
                     let uid = uids[i].clone();
                     let old = statuses[i].clone();
                     let held = images[i].lock().map(|s| s.clone()).unwrap_or_default();
-                    let report = report || held.len() != reported[i];
+                    let report = report
+                        || (held.len() != reported[i]
+                            && reported_at[i].is_none_or(|t| t.elapsed() >= IMAGE_REPORT_EVERY));
                     let count = if report { held.len() } else { reported[i] };
                     async move {
                         let name = cfg.node_name(i);
@@ -384,6 +390,9 @@ async fn run_leases(
                 .await;
             for (i, st, count) in results {
                 statuses[i] = st;
+                if count != reported[i] {
+                    reported_at[i] = Some(std::time::Instant::now());
+                }
                 reported[i] = count;
             }
         }

@@ -168,8 +168,9 @@ pub async fn run(b: SimBench) -> Result<(), String> {
         }
         if last_print.elapsed() >= Duration::from_secs(5) {
             eprintln!(
-                "  {:>5.0}s: created {created}, on nodes {on_nodes}, running {running}, status writes {}",
+                "  {:>5.0}s: created {created}, bound {}, on nodes {on_nodes}, running {running}, status writes {}",
                 start.elapsed().as_secs_f64(),
+                load(&sched.counters().scheduled),
                 load(&stats.status_writes),
             );
             last_print = Instant::now();
