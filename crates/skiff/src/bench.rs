@@ -144,16 +144,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn api(pods: usize, concurrency: usize, connections: usize) -> Result<(), String> {
     let dir = tempfile_dir()?;
-    let store = RedbStore::open(&dir.join("store.redb")).map_err(|e| e.to_string())?;
-    let cfg = ServerConfig {
-        pki_dir: dir.join("pki"),
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        extra_sans: vec![],
-        network: Default::default(),
-    };
-    let server = skiff_apiserver::start(cfg, Arc::new(store))
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = start_server(&dir).await?;
     let mut clients = Vec::new();
     for _ in 0..connections.max(1) {
         clients.push(client_for(&server).await?);
@@ -244,6 +235,20 @@ async fn api(pods: usize, concurrency: usize, connections: usize) -> Result<(), 
     server.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// An API server on the embedded store in `dir`, on a free loopback port.
+async fn start_server(dir: &std::path::Path) -> Result<skiff_apiserver::RunningServer, String> {
+    let store = RedbStore::open(&dir.join("store.redb")).map_err(|e| e.to_string())?;
+    let cfg = ServerConfig {
+        pki_dir: dir.join("pki"),
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        extra_sans: vec![],
+        network: Default::default(),
+    };
+    skiff_apiserver::start(cfg, Arc::new(store))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {
@@ -441,16 +446,7 @@ async fn scheduler(b: SchedulerBench) -> Result<(), String> {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     let dir = tempfile_dir()?;
-    let store = RedbStore::open(&dir.join("store.redb")).map_err(|e| e.to_string())?;
-    let cfg = ServerConfig {
-        pki_dir: dir.join("pki"),
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        extra_sans: vec![],
-        network: Default::default(),
-    };
-    let server = skiff_apiserver::start(cfg, Arc::new(store))
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = start_server(&dir).await?;
     let mut clients = Vec::new();
     for _ in 0..b.connections.max(1) {
         clients.push(client_for(&server).await?);

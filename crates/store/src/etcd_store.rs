@@ -223,6 +223,37 @@ impl EtcdStore {
         Ok((v["succeeded"].as_bool().unwrap_or(false), v))
     }
 
+    /// `op` on the existing key `k` (base64), if its mod_revision is `expected` (when given):
+    /// the operation's response and the revision of the write; NotFound or Conflict otherwise.
+    async fn conditional(
+        &self,
+        k: &str,
+        expected: Option<Revision>,
+        op: Value,
+    ) -> Result<(Value, Revision)> {
+        let compare = match expected {
+            Some(r) => {
+                json!([{"target": "MOD", "key": k, "mod_revision": r.to_string(), "result": "EQUAL"}])
+            }
+            None => {
+                json!([{"target": "CREATE", "key": k, "create_revision": "0", "result": "GREATER"}])
+            }
+        };
+        let (ok, mut v) = self
+            .txn(compare, json!([op]), json!([{"request_range": {"key": k}}]))
+            .await?;
+        let resp = v["responses"][0].take();
+        if !ok {
+            return match resp["response_range"]["kvs"].get(0) {
+                None => Err(StoreError::NotFound),
+                Some(cur) => Err(StoreError::Conflict {
+                    current: kv(cur)?.mod_revision,
+                }),
+            };
+        }
+        Ok((resp, header_revision(&v)))
+    }
+
     /// Removes history older than `revision` (etcd's compaction).
     pub async fn compact(&self, revision: Revision) -> Result<()> {
         self.call(
@@ -474,72 +505,28 @@ impl Store for EtcdStore {
         expected_mod_revision: Option<Revision>,
     ) -> Result<KeyValue> {
         let k = b64(key.as_bytes());
-        let compare = match expected_mod_revision {
-            Some(r) => {
-                json!([{"target": "MOD", "key": k, "mod_revision": r.to_string(), "result": "EQUAL"}])
-            }
-            None => {
-                json!([{"target": "CREATE", "key": k, "create_revision": "0", "result": "GREATER"}])
-            }
-        };
-        let (ok, v) = self
-            .txn(
-                compare,
-                json!([{"request_put": {"key": k, "value": b64(&value), "prev_kv": true}}]),
-                json!([{"request_range": {"key": k}}]),
-            )
-            .await?;
-        let resp = &v["responses"][0];
-        if !ok {
-            return match resp["response_range"]["kvs"].get(0) {
-                None => Err(StoreError::NotFound),
-                Some(cur) => Err(StoreError::Conflict {
-                    current: kv(cur)?.mod_revision,
-                }),
-            };
-        }
+        let op = json!({"request_put": {"key": k, "value": b64(&value), "prev_kv": true}});
+        let (resp, revision) = self.conditional(&k, expected_mod_revision, op).await?;
         let prev = kv(&resp["response_put"]["prev_kv"])?;
         Ok(KeyValue {
             key: key.to_string(),
             value,
             create_revision: prev.create_revision,
-            mod_revision: header_revision(&v),
+            mod_revision: revision,
         })
     }
 
     async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<KeyValue> {
         let k = b64(key.as_bytes());
-        let compare = match expected_mod_revision {
-            Some(r) => {
-                json!([{"target": "MOD", "key": k, "mod_revision": r.to_string(), "result": "EQUAL"}])
-            }
-            None => {
-                json!([{"target": "CREATE", "key": k, "create_revision": "0", "result": "GREATER"}])
-            }
-        };
-        let (ok, v) = self
-            .txn(
-                compare,
-                json!([{"request_delete_range": {"key": k, "prev_kv": true}}]),
-                json!([{"request_range": {"key": k}}]),
-            )
-            .await?;
-        let resp = &v["responses"][0];
-        if !ok {
-            return match resp["response_range"]["kvs"].get(0) {
-                None => Err(StoreError::NotFound),
-                Some(cur) => Err(StoreError::Conflict {
-                    current: kv(cur)?.mod_revision,
-                }),
-            };
-        }
+        let op = json!({"request_delete_range": {"key": k, "prev_kv": true}});
+        let (resp, revision) = self.conditional(&k, expected_mod_revision, op).await?;
         let prev = resp["response_delete_range"]["prev_kvs"]
             .get(0)
             .map(kv)
             .transpose()?
             .ok_or(StoreError::NotFound)?;
         Ok(KeyValue {
-            mod_revision: header_revision(&v),
+            mod_revision: revision,
             ..prev
         })
     }

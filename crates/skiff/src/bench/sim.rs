@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, PostParams};
 use skiff_agent::sim::fleet::{self, FleetConfig, FleetStats};
-use skiff_apiserver::ServerConfig;
-use skiff_store::RedbStore;
 
-use super::{client_for, mib, rss_bytes, tempfile_dir};
+use super::{client_for, mib, rss_bytes, start_server, tempfile_dir};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimBench {
@@ -84,16 +82,7 @@ pub async fn run(b: SimBench) -> Result<(), String> {
         return Err("--crash-percent plus --flip-percent is at most 100".into());
     }
     let dir = tempfile_dir()?;
-    let store = RedbStore::open(&dir.join("store.redb")).map_err(|e| e.to_string())?;
-    let cfg = ServerConfig {
-        pki_dir: dir.join("pki"),
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        extra_sans: vec![],
-        network: Default::default(),
-    };
-    let server = skiff_apiserver::start(cfg, Arc::new(store))
-        .await
-        .map_err(|e| e.to_string())?;
+    let server = start_server(&dir).await?;
     let rss_server = rss_bytes().unwrap_or(0);
 
     // The cluster's parts, each an API client on its own connection.
