@@ -404,10 +404,22 @@ pub async fn check_concurrent_creates(
 /// For a store that retains at most `history` events: a watch from further back fails with
 /// `Compacted`, and a watch from the `oldest` it reports works.
 pub async fn check_compacted(store: &dyn Store, root: &str, history: u64) {
+    let now = fill_history(store, root, history).await;
+    check_compacted_since(store, root, history, now).await;
+}
+
+/// Writes `history + 20` keys under `root`; returns the revision after them. A backend that
+/// compacts on request (etcd) compacts to `now - history` next, then calls
+/// [`check_compacted_since`].
+pub async fn fill_history(store: &dyn Store, root: &str, history: u64) -> Revision {
     for i in 0..history + 20 {
         store.create(&format!("{root}/{i}"), vec![]).await.unwrap();
     }
-    let now = store.current_revision().await.unwrap();
+    store.current_revision().await.unwrap()
+}
+
+/// The second half of [`check_compacted`], once history before `now - history` is gone.
+pub async fn check_compacted_since(store: &dyn Store, root: &str, history: u64, now: Revision) {
     let requested = now - history - 10;
     let err = store.watch(root, requested).await.err();
     let Some(StoreError::Compacted {

@@ -7,7 +7,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use skiff_store::{EtcdStore, Store, StoreError, conformance};
+use skiff_store::{EtcdStore, Store, conformance};
 use skiff_testsupport::etcd::Etcd;
 
 fn free_port() -> u16 {
@@ -39,32 +39,9 @@ async fn compacted_history_is_gone() {
         .unwrap();
     // The suite's compaction check, with etcd compacting all but the last `history` revisions.
     let history = 10;
-    let root = "/c";
-    for i in 0..history + 20 {
-        store.create(&format!("{root}/{i}"), vec![]).await.unwrap();
-    }
-    let now = store.current_revision().await.unwrap();
+    let now = conformance::fill_history(&store, "/c", history).await;
     store.compact(now - history).await.unwrap();
-    let requested = now - history - 10;
-    let err = store.watch(root, requested).await.err();
-    let Some(StoreError::Compacted {
-        requested: got,
-        oldest,
-    }) = err
-    else {
-        panic!("expected Compacted for a watch from {requested}, got {err:?}");
-    };
-    assert_eq!(got, requested);
-    assert!(
-        oldest > requested && oldest < now,
-        "oldest {oldest}, now {now}"
-    );
-    let mut watch = store.watch(root, oldest).await.unwrap();
-    assert_eq!(
-        conformance::next_event(&mut watch).await.kv.mod_revision,
-        oldest + 1
-    );
-    assert!(store.watch(root, now).await.is_ok());
+    conformance::check_compacted_since(&store, "/c", history, now).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
