@@ -3,6 +3,7 @@
 //!
 //! kubectl never recomputes these strings: the API server formats them inside Table rows, so the
 //! exact breakpoints (120s, 10m, 3h, 8h, 48h, 8d, 2y, 8y) are observable and must not drift.
+//! Also Go-style duration parsing ([`parse_duration`]) for flags and annotations.
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -72,9 +73,72 @@ pub fn age(now: Timestamp, then: Option<Timestamp>) -> String {
     }
 }
 
+/// A Go-style duration (`1h2m3s`, `500ms`, `1.5s`) or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return seconds(secs, s);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("{s:?} is not a duration (like 500ms, 10s, 2m)"));
+        }
+        let n: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration (like 500ms, 10s, 2m)"))?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            u => return Err(format!("{s:?}: unknown unit {u:?} (use ms, s, m or h)")),
+        };
+        total += n * scale;
+        rest = &rest[unit_len..];
+    }
+    seconds(total, s)
+}
+
+fn seconds(secs: f64, s: &str) -> Result<SignedDuration, String> {
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("{s:?} is not a duration between 0s and 1e9s"));
+    }
+    Ok(SignedDuration::from_millis((secs * 1000.0).round() as i64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("500ms"),
+            Ok(SignedDuration::from_millis(500))
+        );
+        assert_eq!(parse_duration("1m30s"), Ok(SignedDuration::from_secs(90)));
+        assert_eq!(parse_duration("2"), Ok(SignedDuration::from_secs(2)));
+        assert_eq!(
+            parse_duration("1.5s"),
+            Ok(SignedDuration::from_millis(1500))
+        );
+        assert!(parse_duration("10x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-3").is_err());
+        assert!(parse_duration("").is_err());
+    }
 
     fn hd(secs: i64) -> String {
         human_duration(SignedDuration::from_secs(secs))

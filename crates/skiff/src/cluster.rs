@@ -30,8 +30,7 @@ pub struct TokenCreate {
 
 pub async fn token(cmd: TokenCommand) -> Result<(), String> {
     let TokenCommand::Create(args) = cmd;
-    let ttl = skiff_agent::sim::behaviour::parse_duration(&args.ttl)
-        .map_err(|e| format!("--ttl: {e}"))?;
+    let ttl = skiff_core::duration::parse_duration(&args.ttl).map_err(|e| format!("--ttl: {e}"))?;
     let yaml = std::fs::read_to_string(&args.kubeconfig)
         .map_err(|e| format!("cannot read {}: {e}", args.kubeconfig.display()))?;
     let kc = kube::config::Kubeconfig::from_yaml(&yaml)

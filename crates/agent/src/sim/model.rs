@@ -423,7 +423,7 @@ impl SimPod {
                         } else {
                             ProbeOutcome::Failure(format!(
                                 "simulated {} probe failure",
-                                kind_name(*kind)
+                                kind.title().to_lowercase()
                             ))
                         }
                     }
@@ -443,14 +443,6 @@ impl SimPod {
             Action::KillPod => self.obs.sandbox_ready = false,
             Action::ConfirmDeletion => {}
         }
-    }
-}
-
-fn kind_name(k: ProbeKind) -> &'static str {
-    match k {
-        ProbeKind::Liveness => "liveness",
-        ProbeKind::Readiness => "readiness",
-        ProbeKind::Startup => "startup",
     }
 }
 

@@ -76,7 +76,7 @@ fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
 }
 
 pub async fn run(b: SimBench) -> Result<(), String> {
-    skiff_agent::sim::behaviour::parse_duration(&b.flip_every)
+    skiff_core::duration::parse_duration(&b.flip_every)
         .map_err(|e| format!("--flip-every: {e}"))?;
     if b.crash_percent + b.flip_percent > 100 {
         return Err("--crash-percent plus --flip-percent is at most 100".into());
